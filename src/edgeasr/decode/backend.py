@@ -1,0 +1,106 @@
+"""The small interface every inference backend implements, and the PyTorch implementation.
+
+A backend turns features into encoder frames (full utterance, or one chunk with its own cache
+state), encoder frames into CTC log-probabilities, and rescores hypotheses with the attention
+decoder. Arrays in and out are numpy float32, so onnxruntime backends plug in unchanged.
+"""
+
+from dataclasses import dataclass
+from typing import Any, List, Protocol, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..model.asr_model import ASRModel, IGNORE_ID, add_sos_eos, pad_list, reverse_pad_list
+from .search import Hyp, sequence_scores
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What a streaming driver needs to know about the encoder's input."""
+
+    subsampling_rate: int
+    right_context: int
+    feature_dim: int
+
+
+class Backend(Protocol):
+    geometry: Geometry
+    has_decoder: bool
+    sos: int
+    eos: int
+
+    def encode(self, feats: np.ndarray) -> np.ndarray:
+        """(T, F) -> (T', D), full context."""
+
+    def start_stream(self, chunk_size: int, num_left_chunks: int) -> Any:
+        """A fresh per-utterance state for `encode_chunk`."""
+
+    def encode_chunk(self, window: np.ndarray, state: Any) -> Tuple[np.ndarray, Any]:
+        """(W, F) window of one chunk -> (chunk', D) and the next state."""
+
+    def ctc_log_probs(self, encoder_out: np.ndarray) -> np.ndarray:
+        """(T', D) -> (T', V)."""
+
+    def rescore(self, encoder_out: np.ndarray, hyps: Sequence[Hyp]) -> Tuple[np.ndarray, np.ndarray]:
+        """(T', D) and N hypotheses -> (N,) left-to-right and (N,) right-to-left decoder scores."""
+
+
+@dataclass
+class TorchStreamState:
+    offset: int
+    required_cache_size: int
+    att_cache: torch.Tensor
+    cnn_cache: torch.Tensor
+
+
+class TorchBackend:
+    """The reference: edgeasr's PyTorch model, eager, no grad."""
+
+    def __init__(self, model: ASRModel, reverse_weight: float = 0.0):
+        self.model = model.eval()
+        embed = model.encoder.embed
+        self.geometry = Geometry(embed.subsampling_rate, embed.right_context, model.encoder.input_size)
+        self.has_decoder = model.decoder is not None
+        self.sos, self.eos = model.sos, model.eos
+        self.reverse_weight = reverse_weight
+
+    @torch.no_grad()
+    def encode(self, feats: np.ndarray) -> np.ndarray:
+        xs = torch.from_numpy(feats).unsqueeze(0)
+        out, _ = self.model.encoder(xs, torch.tensor([feats.shape[0]]), -1, -1)
+        return out[0].numpy()
+
+    def start_stream(self, chunk_size: int, num_left_chunks: int) -> TorchStreamState:
+        return TorchStreamState(0, chunk_size * num_left_chunks, torch.zeros(0, 0, 0, 0), torch.zeros(0, 0, 0, 0))
+
+    @torch.no_grad()
+    def encode_chunk(self, window: np.ndarray, state: TorchStreamState) -> Tuple[np.ndarray, TorchStreamState]:
+        y, att_cache, cnn_cache = self.model.encoder.forward_chunk(
+            torch.from_numpy(window).unsqueeze(0), state.offset, state.required_cache_size, state.att_cache, state.cnn_cache
+        )
+        return y[0].numpy(), TorchStreamState(state.offset + y.size(1), state.required_cache_size, att_cache, cnn_cache)
+
+    @torch.no_grad()
+    def ctc_log_probs(self, encoder_out: np.ndarray) -> np.ndarray:
+        return self.model.ctc.log_softmax(torch.from_numpy(encoder_out).unsqueeze(0))[0].numpy()
+
+    @torch.no_grad()
+    def rescore(self, encoder_out: np.ndarray, hyps: Sequence[Hyp]) -> Tuple[np.ndarray, np.ndarray]:
+        n = len(hyps)
+        hyps_pad = pad_list([torch.tensor(h, dtype=torch.long) for h in hyps], IGNORE_ID)
+        hyps_lens = torch.tensor([len(h) for h in hyps], dtype=torch.long)
+        ys_in, _ = add_sos_eos(hyps_pad, self.sos, self.eos, IGNORE_ID)
+        r_ys_in, _ = add_sos_eos(reverse_pad_list(hyps_pad, hyps_lens, IGNORE_ID), self.sos, self.eos, IGNORE_ID)
+        memory = torch.from_numpy(encoder_out).unsqueeze(0).repeat(n, 1, 1)
+        memory_mask = torch.ones(n, 1, memory.size(1), dtype=torch.bool)
+        out, r_out, _ = self.model.decoder(memory, memory_mask, ys_in, hyps_lens + 1, r_ys_in, self.reverse_weight)
+        scores = sequence_scores(torch.log_softmax(out, -1).numpy(), hyps, self.eos)
+        if self.reverse_weight > 0:
+            r_scores = sequence_scores(torch.log_softmax(r_out, -1).numpy(), hyps, self.eos, reverse=True)
+        else:
+            r_scores = np.zeros(n)
+        return scores, r_scores
+
+
+__all__: List[str] = ["Backend", "Geometry", "TorchBackend", "TorchStreamState"]

@@ -1,0 +1,34 @@
+"""Chunk-by-chunk feature windows with WeNet's rules, for any backend.
+
+window = (chunk - 1) * subsampling + right_context + 1 feature frames, stride = subsampling * chunk;
+the last window may be shorter; trailing frames that cannot fill right_context + 1 are dropped.
+"""
+
+from typing import Iterator, Tuple
+
+import numpy as np
+
+from .backend import Backend, Geometry
+
+
+def chunk_windows(num_frames: int, geometry: Geometry, chunk_size: int) -> Iterator[Tuple[int, int]]:
+    """(start, end) feature-frame ranges, one per encoder chunk."""
+    context = geometry.right_context + 1
+    stride = geometry.subsampling_rate * chunk_size
+    window = (chunk_size - 1) * geometry.subsampling_rate + context
+    for start in range(0, num_frames - context + 1, stride):
+        yield start, min(start + window, num_frames)
+
+
+def stream_encode(backend: Backend, feats: np.ndarray, chunk_size: int, num_left_chunks: int) -> np.ndarray:
+    """(T, F) -> (T', D), the encoder run chunk by chunk with its caches carried over."""
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+    state = backend.start_stream(chunk_size, num_left_chunks)
+    outputs = []
+    for start, end in chunk_windows(feats.shape[0], backend.geometry, chunk_size):
+        out, state = backend.encode_chunk(feats[start:end], state)
+        outputs.append(out)
+    if not outputs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(outputs, axis=0)

@@ -1,0 +1,161 @@
+"""Build the demo corpus: sentences from the grammar, spoken by espeak-ng voice variants, trimmed,
+resampled to 16 kHz, partly mixed with noise, written as 16-bit wavs plus WeNet data.lists.
+
+Splits: train; test (sentences never in train, voices seen in train); test_unseen_voice (held-out
+sentences spoken by voice variants never used in train); cali (calibration, sentences disjoint
+from test). Same config -> byte-identical files.
+"""
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence, Set, Tuple
+
+import numpy as np
+import soundfile
+from tqdm import tqdm
+
+from ..errors import EdgeAsrError
+from ..frontend.audio import SAMPLE_RATE, resample
+from ..frontend.datalist import Utterance, write_data_list
+from .grammar import sample_sentence
+from .tts import Speaker, Voice, voice_variants
+
+SPLITS = ("train", "test", "test_unseen_voice", "cali")
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    seed: int
+    num_train: int
+    num_test: int
+    num_test_unseen_voice: int
+    num_cali: int
+    heldout_voices: int  # voice variants reserved for test_unseen_voice
+    noise_fraction: float  # share of utterances mixed with noise
+    snr_db: Tuple[float, float]
+    rate_wpm: Tuple[int, int]
+    pitch: Tuple[int, int]
+    pitch_range: Tuple[int, int]
+
+    def __post_init__(self) -> None:
+        for name in ("num_train", "num_test", "num_test_unseen_voice", "num_cali"):
+            if getattr(self, name) <= 0:
+                raise EdgeAsrError(f"data.synth.{name}: must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.noise_fraction <= 1.0:
+            raise EdgeAsrError(f"data.synth.noise_fraction: must be in [0, 1], got {self.noise_fraction}")
+
+
+def draw_unique(rng: random.Random, count: int, exclude: Set[str], what: str) -> List[str]:
+    """`count` distinct grammar sentences not in `exclude`."""
+    out: List[str] = []
+    seen = set(exclude)
+    attempts = 0
+    while len(out) < count:
+        attempts += 1
+        if attempts > 50 * count + 1000:
+            raise EdgeAsrError(f"the grammar cannot supply {count} distinct {what} sentences")
+        s = sample_sentence(rng)
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+    return out
+
+
+def trim_silence(x: np.ndarray, threshold: float = 0.02, keep_s: float = 0.05, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Cut leading/trailing samples below `threshold` x peak, keeping `keep_s` seconds each side."""
+    loud = np.flatnonzero(np.abs(x) > threshold * max(float(np.abs(x).max()), 1e-9))
+    if loud.size == 0:
+        return x
+    keep = int(keep_s * rate)
+    return x[max(loud[0] - keep, 0) : loud[-1] + keep + 1]
+
+
+def colored_noise(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
+    """White, pink (1/f power) or brown (1/f^2) noise, unit RMS."""
+    white = rng.standard_normal(n)
+    if kind != "white":
+        spectrum = np.fft.rfft(white)
+        f = np.arange(spectrum.size, dtype=np.float64)
+        f[0] = 1.0
+        spectrum /= f ** (0.5 if kind == "pink" else 1.0)
+        white = np.fft.irfft(spectrum, n)
+    return white / max(float(np.sqrt(np.mean(white**2))), 1e-12)
+
+
+def render(speaker: Speaker, text: str, voice: Voice, cfg: CorpusConfig, rng: np.random.Generator) -> np.ndarray:
+    """One utterance at 16 kHz: speak, trim, resample, maybe add noise, random gain."""
+    audio = resample(speaker.say(text, voice), speaker.sample_rate)
+    audio = trim_silence(audio.astype(np.float64))
+    lead = np.zeros(int(rng.uniform(0.05, 0.3) * SAMPLE_RATE))
+    tail = np.zeros(int(rng.uniform(0.05, 0.3) * SAMPLE_RATE))
+    audio = np.concatenate([lead, audio, tail])
+    if rng.random() < cfg.noise_fraction:
+        snr = rng.uniform(*cfg.snr_db)
+        speech_rms = float(np.sqrt(np.mean(audio**2)))
+        noise = colored_noise(rng, audio.size, str(rng.choice(["white", "pink", "brown"])))
+        audio = audio + noise * speech_rms / (10 ** (snr / 20))
+    audio *= rng.uniform(0.3, 0.9) / max(float(np.abs(audio).max()), 1e-9)
+    return audio.astype(np.float32)
+
+
+def random_voice(rng: random.Random, variants: Sequence[str], cfg: CorpusConfig) -> Voice:
+    return Voice(
+        rng.choice(list(variants)),
+        rng.randint(*cfg.rate_wpm),
+        rng.randint(*cfg.pitch),
+        rng.randint(*cfg.pitch_range),
+    )
+
+
+def plan_corpus(cfg: CorpusConfig) -> Dict[str, List[Tuple[str, Voice]]]:
+    """(sentence, voice) per utterance and split, from the seed alone."""
+    rng = random.Random(cfg.seed)
+    variants = voice_variants()
+    rng.shuffle(variants)
+    if cfg.heldout_voices <= 0 or cfg.heldout_voices >= len(variants):
+        raise EdgeAsrError(f"data.synth.heldout_voices: must be in 1..{len(variants) - 1}")
+    heldout, seen_voices = variants[: cfg.heldout_voices], variants[cfg.heldout_voices :]
+    test = draw_unique(rng, cfg.num_test, set(), "test")
+    unseen = draw_unique(rng, cfg.num_test_unseen_voice, set(test), "test_unseen_voice")
+    heldout_sentences = set(test) | set(unseen)
+    train = draw_unique(rng, cfg.num_train, heldout_sentences, "train")
+    cali = draw_unique(rng, cfg.num_cali, heldout_sentences | set(train), "cali")
+    return {
+        "train": [(s, random_voice(rng, seen_voices, cfg)) for s in train],
+        "test": [(s, random_voice(rng, seen_voices, cfg)) for s in test],
+        "test_unseen_voice": [(s, random_voice(rng, heldout, cfg)) for s in unseen],
+        "cali": [(s, random_voice(rng, seen_voices, cfg)) for s in cali],
+    }
+
+
+def write_units(path: Path, train_texts: Sequence[str]) -> None:
+    """units.txt: <blank> 0, <unk> 1, <sos/eos> 2, then the training characters in code-point order."""
+    chars = sorted({c for t in train_texts for c in t if not c.isspace()})
+    lines = ["<blank> 0", "<unk> 1", "<sos/eos> 2"] + [f"{c} {i + 3}" for i, c in enumerate(chars)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def build_corpus(cfg: CorpusConfig, out_dir: Path) -> Dict[str, int]:
+    """Write wavs/, <split>/data.list and units.txt under out_dir; returns utterances per split."""
+    plan = plan_corpus(cfg)
+    speaker = Speaker()
+    wav_dir = out_dir / "wavs"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    total = sum(len(v) for v in plan.values())
+    counts = {}
+    with tqdm(total=total, desc="synth", unit="utt") as bar:
+        for split_index, split in enumerate(SPLITS):
+            utts = []
+            for i, (text, voice) in enumerate(plan[split]):
+                key = f"{split}_{i:05d}"
+                rng = np.random.default_rng([cfg.seed, split_index, i])
+                wav = wav_dir / f"{key}.wav"
+                soundfile.write(str(wav), render(speaker, text, voice, cfg, rng), SAMPLE_RATE, subtype="PCM_16")
+                utts.append(Utterance(key, str(wav), text))
+                bar.update()
+            (out_dir / split).mkdir(exist_ok=True)
+            write_data_list(out_dir / split / "data.list", utts)
+            counts[split] = len(utts)
+    write_units(out_dir / "units.txt", [t for t, _ in plan["train"]])
+    return counts

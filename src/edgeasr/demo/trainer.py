@@ -1,0 +1,179 @@
+"""Train the demo model in WeNet's format: train.yaml, final.pt (plain state_dict), units.txt, global_cmvn.
+
+Hybrid CTC/attention loss with dynamic chunk masks (so the model streams), SpecAugment, Adam with
+warm-up then cosine decay over a wall-clock budget, one intra-op thread by default.
+"""
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from ..errors import EdgeAsrError
+from ..frontend import compute_fbank, load_cmvn, read_audio, read_data_list, read_symbol_table
+from ..frontend.cmvn import cmvn_stats_json
+from ..model import ModelSpec, build_model
+from ..model.asr_model import IGNORE_ID
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int
+    time_budget_s: float  # wall-clock training budget (feature extraction not included)
+    max_epochs: int  # stop earlier if reached
+    batch_frames: int  # feature frames per batch (sum over utterances)
+    peak_lr: float
+    warmup_steps: int
+    grad_clip: float
+    threads: int  # intra-op threads; 1 is the robust default on a shared 2-core machine
+    spec_aug: bool
+
+
+def tokenize(text: str, symbols: Dict[str, int]) -> List[int]:
+    unk = symbols["<unk>"]
+    return [symbols.get(c, unk) for c in text if not c.isspace()]
+
+
+def make_batches(lengths: List[int], batch_frames: int, rng: random.Random) -> List[List[int]]:
+    """Length-sorted buckets of about `batch_frames` frames, in random order."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, cur, longest = [], [], 0
+    for i in order:
+        longest = max(longest, lengths[i])
+        if cur and longest * (len(cur) + 1) > batch_frames:
+            batches.append(cur)
+            cur, longest = [], lengths[i]
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    rng.shuffle(batches)
+    return batches
+
+
+def spec_augment(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """Two frequency masks (<= 10 bins) and two time masks (<= 40 frames) on (T, F)."""
+    x = x.clone()
+    t, f = x.shape
+    for _ in range(2):
+        w = rng.randint(0, 10)
+        s = rng.randint(0, max(f - w, 0))
+        x[:, s : s + w] = 0.0
+        w = rng.randint(0, min(40, t // 5))
+        s = rng.randint(0, max(t - w, 0))
+        x[s : s + w, :] = 0.0
+    return x
+
+
+def collate(
+    feats: List[np.ndarray], labels: List[List[int]], idx: List[int], aug: bool, rng: random.Random
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    xs = [torch.from_numpy(feats[i]) for i in idx]
+    if aug:
+        xs = [spec_augment(x, rng) for x in xs]
+    ys = [torch.tensor(labels[i], dtype=torch.long) for i in idx]
+    return (
+        torch.nn.utils.rnn.pad_sequence(xs, batch_first=True),
+        torch.tensor([x.shape[0] for x in xs]),
+        torch.nn.utils.rnn.pad_sequence(ys, batch_first=True, padding_value=IGNORE_ID),
+        torch.tensor([len(y) for y in ys]),
+    )
+
+
+def extract_features(data_list: Path) -> Tuple[List[np.ndarray], List[str]]:
+    utts = read_data_list(data_list)
+    feats = [compute_fbank(read_audio(u.wav)) for u in tqdm(utts, desc="fbank", unit="utt")]
+    return feats, [u.txt for u in utts]
+
+
+def learning_rate(cfg: TrainConfig, step: int, elapsed_fraction: float) -> float:
+    """Linear warm-up, then cosine decay to 5 % of the peak at the end of the time budget."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps)
+    decay = 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(elapsed_fraction, 1.0)))
+    return cfg.peak_lr * warm * decay
+
+
+def train(
+    architecture: Dict[str, Any], cfg: TrainConfig, train_list: Path, units: Path, out_dir: Path
+) -> Dict[str, Any]:
+    """Train and write a WeNet model directory to out_dir; returns a small training report."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    symbols = read_symbol_table(units)
+    feats, texts = extract_features(train_list)
+    labels = [tokenize(t, symbols) for t in texts]
+    keep = [i for i, y in enumerate(labels) if y]
+    if not keep:
+        raise EdgeAsrError(f"{train_list}: no utterance has a transcript")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "global_cmvn").write_text(json.dumps(cmvn_stats_json(feats)))
+    (out_dir / "units.txt").write_text(units.read_text(encoding="utf-8"), encoding="utf-8")
+    train_yaml = make_train_yaml(architecture, symbols, feats[0].shape[1])
+    (out_dir / "train.yaml").write_text(yaml.safe_dump(train_yaml, allow_unicode=True, sort_keys=False))
+    model = build_model(ModelSpec(train_yaml, len(symbols)), load_cmvn(out_dir / "global_cmvn", True))
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr)
+    lengths = [feats[i].shape[0] for i in keep]
+    step, epoch, start = 0, 0, time.monotonic()
+    losses: List[float] = []
+    model.train()
+    bar = tqdm(total=int(cfg.time_budget_s), desc="train", unit="s")
+    while epoch < cfg.max_epochs and time.monotonic() - start < cfg.time_budget_s:
+        for batch in make_batches(lengths, cfg.batch_frames, rng):
+            elapsed = time.monotonic() - start
+            if elapsed >= cfg.time_budget_s:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, step, elapsed / cfg.time_budget_s)
+            xs, xlens, ys, ylens = collate(feats, labels, [keep[i] for i in batch], cfg.spec_aug, rng)
+            loss = model(xs, xlens, ys, ylens)["loss"]
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            losses.append(float(loss))
+            step += 1
+            bar.n = min(int(time.monotonic() - start), bar.total)
+            bar.set_postfix(epoch=epoch, step=step, loss=f"{np.mean(losses[-50:]):.2f}")
+        epoch += 1
+    bar.close()
+    model.eval()
+    torch.save(model.state_dict(), out_dir / "final.pt")
+    return {
+        "train_seconds": round(time.monotonic() - start, 1),
+        "steps": step,
+        "epochs": epoch,
+        "final_loss": round(float(np.mean(losses[-50:])), 4) if losses else None,
+        "utterances": len(keep),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def make_train_yaml(architecture: Dict[str, Any], symbols: Dict[str, int], input_dim: int) -> Dict[str, Any]:
+    """WeNet's current train.yaml layout around the architecture sections from conf/model/."""
+    sos_eos = symbols["<sos/eos>"]
+    return {
+        **architecture,
+        "input_dim": input_dim,
+        "output_dim": len(symbols),
+        "cmvn": "global_cmvn",
+        "cmvn_conf": {"cmvn_file": "global_cmvn", "is_json_cmvn": True},
+        "tokenizer": "char",
+        "tokenizer_conf": {
+            "symbol_table_path": "units.txt",
+            "split_with_space": False,
+            "special_tokens": {"<blank>": 0, "<unk>": 1, "<sos>": sos_eos, "<eos>": sos_eos},
+        },
+        "ctc": "ctc",
+        "ctc_conf": {"ctc_blank_id": 0},
+        "model": "asr_model",
+    }

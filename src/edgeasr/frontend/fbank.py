@@ -1,0 +1,42 @@
+"""Kaldi fbank with WeNet's inference settings, through kaldi-native-fbank.
+
+80 bins, 25 ms / 10 ms, povey window, dither 0, preemphasis 0.97, DC removal, snip_edges,
+low 20 Hz, high = Nyquist, 512-point FFT, log floor FLT_EPSILON, no energy; samples scaled to the
+int16 range as WeNet does (x * 32768).
+"""
+
+import kaldi_native_fbank as knf
+import numpy as np
+
+from .audio import SAMPLE_RATE
+
+NUM_MEL_BINS = 80
+
+
+def fbank_options(num_mel_bins: int = NUM_MEL_BINS) -> knf.FbankOptions:
+    opts = knf.FbankOptions()
+    opts.frame_opts.samp_freq = SAMPLE_RATE
+    opts.frame_opts.frame_length_ms = 25.0
+    opts.frame_opts.frame_shift_ms = 10.0
+    opts.frame_opts.dither = 0.0
+    opts.frame_opts.preemph_coeff = 0.97
+    opts.frame_opts.remove_dc_offset = True
+    opts.frame_opts.window_type = "povey"
+    opts.frame_opts.snip_edges = True
+    opts.mel_opts.num_bins = num_mel_bins
+    opts.mel_opts.low_freq = 20.0
+    opts.mel_opts.high_freq = 0.0  # 0 = Nyquist
+    opts.use_energy = False
+    opts.energy_floor = 0.0
+    return opts
+
+
+def compute_fbank(samples: np.ndarray, num_mel_bins: int = NUM_MEL_BINS) -> np.ndarray:
+    """(N,) float32 in [-1, 1] at 16 kHz -> (T, num_mel_bins) float32, T = 1 + (N - 400) // 160."""
+    fbank = knf.OnlineFbank(fbank_options(num_mel_bins))
+    fbank.accept_waveform(SAMPLE_RATE, (samples * 32768.0).astype(np.float32).tolist())
+    fbank.input_finished()
+    n = fbank.num_frames_ready
+    if n == 0:
+        return np.zeros((0, num_mel_bins), dtype=np.float32)
+    return np.stack([np.asarray(fbank.get_frame(i), dtype=np.float32) for i in range(n)])

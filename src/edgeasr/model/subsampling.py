@@ -1,0 +1,91 @@
+"""Conv2d front-end subsampling (WeNet's conv2d / conv2d6 / conv2d8).
+
+Each maps features (B, T, F) to (B, T', D) with T' = T subsampled by `subsampling_rate`; one output
+frame needs `right_context + 1` input frames. Key names (`conv.0`, `conv.2`, `out.0` / `linear`)
+follow WeNet's state_dict.
+"""
+
+from typing import List, Tuple
+
+import torch
+
+from .embedding import Offset
+
+
+class Conv2dSubsampling(torch.nn.Module):
+    """Stacked stride-s 3x3/5x5 Conv2d + ReLU, then a Linear over (channels x freq)."""
+
+    subsampling_rate: int
+    right_context: int
+    kernels: List[Tuple[int, int]]  # (kernel, stride) per conv layer
+
+    def __init__(self, idim: int, odim: int, dropout_rate: float, pos_enc: torch.nn.Module):
+        super().__init__()
+        layers: List[torch.nn.Module] = []
+        freq = idim
+        in_ch = 1
+        for kernel, stride in self.kernels:
+            layers += [torch.nn.Conv2d(in_ch, odim, kernel, stride), torch.nn.ReLU()]
+            in_ch = odim
+            freq = (freq - kernel) // stride + 1
+        self.conv = torch.nn.Sequential(*layers)
+        self._make_projection(odim * freq, odim)
+        self.pos_enc = pos_enc
+
+    def _make_projection(self, in_features: int, odim: int) -> None:
+        self.linear = torch.nn.Linear(in_features, odim)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+    def forward(
+        self, x: torch.Tensor, x_mask: torch.Tensor, offset: Offset = 0
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, F), x_mask (B, 1, T) -> (B, T', D), pos_emb (1, T', D), mask (B, 1, T')."""
+        x = self.conv(x.unsqueeze(1))  # (B, C, T', F')
+        b, c, t, f = x.size()
+        x = self.project(x.transpose(1, 2).contiguous().view(b, t, c * f))
+        x, pos_emb = self.pos_enc(x, offset)
+        return x, pos_emb, self.subsample_mask(x_mask)
+
+    def subsample_mask(self, x_mask: torch.Tensor) -> torch.Tensor:
+        for kernel, stride in self.kernels:
+            x_mask = x_mask[:, :, kernel - 1 :: stride]
+        return x_mask
+
+    def position_encoding(self, offset: Offset, size: int) -> torch.Tensor:
+        return self.pos_enc.position_encoding(offset, size, False)
+
+
+class Conv2dSubsampling4(Conv2dSubsampling):
+    """conv2d: two 3x3 stride-2 convs; projection is `out.0` in WeNet's keys."""
+
+    subsampling_rate, right_context = 4, 6
+    kernels = [(3, 2), (3, 2)]
+
+    def _make_projection(self, in_features: int, odim: int) -> None:
+        self.out = torch.nn.Sequential(torch.nn.Linear(in_features, odim))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(x)
+
+
+class Conv2dSubsampling6(Conv2dSubsampling):
+    """conv2d6: 3x3 stride 2, then 5x5 stride 3."""
+
+    subsampling_rate, right_context = 6, 10
+    kernels = [(3, 2), (5, 3)]
+
+
+class Conv2dSubsampling8(Conv2dSubsampling):
+    """conv2d8: three 3x3 stride-2 convs."""
+
+    subsampling_rate, right_context = 8, 14
+    kernels = [(3, 2), (3, 2), (3, 2)]
+
+
+SUBSAMPLING_CLASSES = {
+    "conv2d": Conv2dSubsampling4,
+    "conv2d6": Conv2dSubsampling6,
+    "conv2d8": Conv2dSubsampling8,
+}

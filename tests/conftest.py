@@ -1,0 +1,135 @@
+"""Tiny random WeNet-style models and model directories, shared by the tests."""
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from edgeasr.model import ModelSpec, build_model
+
+VOCAB = 23  # <blank>, <unk>, 20 characters, <sos/eos>
+
+_BASE_DECODER = {
+    "decoder": "bitransformer",
+    "decoder_conf": {"attention_heads": 2, "linear_units": 24, "num_blocks": 1, "r_num_blocks": 1},
+}
+
+# The architectures WeNet users actually ship, at toy size.
+ARCHITECTURES: Dict[str, Dict[str, Any]] = {
+    "conformer_relpos_conv2d_swish_ln": {
+        "encoder": "conformer",
+        "encoder_conf": {
+            "output_size": 16, "attention_heads": 2, "linear_units": 24, "num_blocks": 2,
+            "input_layer": "conv2d", "pos_enc_layer_type": "rel_pos", "selfattention_layer_type": "rel_selfattn",
+            "activation_type": "swish", "cnn_module_norm": "layer_norm", "cnn_module_kernel": 5,
+            "causal": True, "use_dynamic_chunk": True,
+        },
+        **_BASE_DECODER,
+    },
+    "conformer_nopos_conv2d8_relu_causal_bn": {
+        "encoder": "conformer",
+        "encoder_conf": {
+            "output_size": 16, "attention_heads": 2, "linear_units": 24, "num_blocks": 2,
+            "input_layer": "conv2d8", "pos_enc_layer_type": "no_pos", "selfattention_layer_type": "selfattn",
+            "activation_type": "relu", "cnn_module_norm": "batch_norm", "cnn_module_kernel": 7,
+            "causal": True, "use_dynamic_chunk": True,
+        },
+        **_BASE_DECODER,
+    },
+    "transformer_abspos_conv2d6": {
+        "encoder": "transformer",
+        "encoder_conf": {
+            "output_size": 16, "attention_heads": 2, "linear_units": 24, "num_blocks": 2,
+            "input_layer": "conv2d6", "pos_enc_layer_type": "abs_pos", "use_dynamic_chunk": True,
+        },
+        **_BASE_DECODER,
+    },
+    "conformer_moe_conv2d8": {
+        "encoder": "conformer",
+        "encoder_conf": {
+            "output_size": 16, "attention_heads": 2, "linear_units": 24, "num_blocks": 2,
+            "input_layer": "conv2d8", "pos_enc_layer_type": "rel_pos", "activation_type": "gelu",
+            "causal": True, "cnn_module_kernel": 3, "use_dynamic_chunk": True,
+            "mlp_type": "moe", "n_expert": 4, "n_expert_activated": 2,
+        },
+        "decoder": "transformer",
+        "decoder_conf": {"attention_heads": 2, "linear_units": 24, "num_blocks": 2},
+    },
+}
+
+
+def train_yaml(arch: str, feat_dim: int = 20) -> Dict[str, Any]:
+    conf = copy.deepcopy(ARCHITECTURES[arch])
+    conf.update(
+        input_dim=feat_dim,
+        output_dim=VOCAB,
+        cmvn="global_cmvn",
+        cmvn_conf={"cmvn_file": "/recipe/data/train/global_cmvn", "is_json_cmvn": True},
+        tokenizer="char",
+        tokenizer_conf={
+            "symbol_table_path": "/recipe/data/dict/units.txt",
+            "special_tokens": {"<blank>": 0, "<unk>": 1, "<sos>": VOCAB - 1, "<eos>": VOCAB - 1},
+        },
+        ctc_conf={"ctc_blank_id": 0},
+        model_conf={"ctc_weight": 0.3, "reverse_weight": 0.3 if conf["decoder"] == "bitransformer" else 0.0},
+    )
+    return conf
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial weights and BatchNorm statistics, so that no parity test passes by accident."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.3 if p.dim() > 1 else 0.1))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+def cmvn_json(feat_dim: int, seed: int = 0) -> Dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    frames = 1000
+    mean = rng.normal(5.0, 2.0, feat_dim)
+    var = rng.uniform(1.0, 4.0, feat_dim)
+    return {"mean_stat": (mean * frames).tolist(), "var_stat": ((var + mean**2) * frames).tolist(), "frame_num": frames}
+
+
+def make_model(arch: str, feat_dim: int = 20, seed: int = 0):
+    from edgeasr.frontend.cmvn import _finish  # the same arithmetic load_cmvn uses
+
+    stats = cmvn_json(feat_dim, seed)
+    cmvn = _finish(stats["mean_stat"], stats["var_stat"], stats["frame_num"])
+    model = build_model(ModelSpec(train_yaml(arch, feat_dim), VOCAB), cmvn)
+    return randomize_(model, seed)
+
+
+def write_model_dir(path: Path, arch: str, feat_dim: int = 20, seed: int = 0, with_cmvn_file: bool = True) -> torch.nn.Module:
+    """A released-model directory: train.yaml, final.pt, units.txt, global_cmvn."""
+    path.mkdir(parents=True, exist_ok=True)
+    model = make_model(arch, feat_dim, seed)
+    (path / "train.yaml").write_text(yaml.safe_dump(train_yaml(arch, feat_dim)))
+    torch.save(model.state_dict(), path / "final.pt")
+    units = ["<blank> 0", "<unk> 1"] + [f"{chr(0x4E00 + i)} {i + 2}" for i in range(VOCAB - 3)] + [f"<sos/eos> {VOCAB - 1}"]
+    (path / "units.txt").write_text("\n".join(units) + "\n", encoding="utf-8")
+    if with_cmvn_file:
+        (path / "global_cmvn").write_text(json.dumps(cmvn_json(feat_dim, seed)))
+    return model
+
+
+@pytest.fixture(params=sorted(ARCHITECTURES))
+def arch(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def feats() -> torch.Tensor:
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(1, 173, 20, generator=g) * 2.0 + 5.0
