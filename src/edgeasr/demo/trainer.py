@@ -140,7 +140,7 @@ def train(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             bar.n = min(int(time.monotonic() - start), bar.total)
             bar.set_postfix(epoch=epoch, step=step, loss=f"{np.mean(losses[-50:]):.2f}")

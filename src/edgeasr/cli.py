@@ -1,0 +1,17 @@
+"""Shared entry-point behaviour for stage scripts: one-line errors, non-zero exit, INFO logging."""
+
+import logging
+import sys
+from typing import Callable
+
+from .errors import EdgeAsrError
+
+
+def run_stage(main: Callable[[list], None]) -> None:
+    """Call main(argv); an EdgeAsrError becomes `error: <message>` on stderr and exit code 2."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        main(sys.argv[1:])
+    except EdgeAsrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

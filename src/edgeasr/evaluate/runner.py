@@ -1,0 +1,96 @@
+"""Decode test sets with any backend in several contexts (streaming, full) and score them.
+
+Features are computed once per utterance and shared; the real-time factor of a context counts
+feature extraction plus encoder plus search, divided by the audio duration.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Mapping
+
+import numpy as np
+from tqdm import tqdm
+
+from ..decode import Backend, DecodeOptions, recognize
+from ..frontend import SAMPLE_RATE, Utterance, compute_fbank, read_audio, read_data_list
+from .cer import score
+
+
+@dataclass
+class PreparedUtterance:
+    utt: Utterance
+    feats: np.ndarray
+    seconds: float
+    feature_seconds: float  # time spent reading audio and computing fbank
+
+
+def prepare(data_list: Path, max_utts: int) -> List[PreparedUtterance]:
+    utts = read_data_list(data_list)
+    if max_utts > 0:
+        utts = utts[:max_utts]
+    out = []
+    for u in tqdm(utts, desc=f"features {data_list.parent.name}", unit="utt"):
+        start = time.perf_counter()
+        audio = read_audio(u.wav)
+        feats = compute_fbank(audio)
+        out.append(PreparedUtterance(u, feats, len(audio) / SAMPLE_RATE, time.perf_counter() - start))
+    return out
+
+
+def detokenize(ids: List[int], id_to_token: Mapping[int, str]) -> str:
+    """Token ids -> text; WeNet's BPE word marker '▁' becomes a space."""
+    return "".join(id_to_token.get(i, "<unk>") for i in ids).replace("\u2581", " ").strip()
+
+
+def evaluate_set(
+    backend: Backend,
+    prepared: List[PreparedUtterance],
+    contexts: Mapping[str, DecodeOptions],
+    id_to_token: Mapping[int, str],
+) -> tuple:
+    """-> (metrics for this set, per-utterance hypotheses)."""
+    hyps: List[dict] = [{"key": p.utt.key, "ref": p.utt.txt} for p in prepared]
+    result: Dict[str, object] = {
+        "utterances": len(prepared),
+        "audio_seconds": round(sum(p.seconds for p in prepared), 2),
+    }
+    audio = sum(p.seconds for p in prepared)
+    feature_time = sum(p.feature_seconds for p in prepared)
+    for context, opts in contexts.items():
+        decode_time = 0.0
+        for p, h in zip(tqdm(prepared, desc=context, unit="utt"), hyps):
+            start = time.perf_counter()
+            out = recognize(backend, p.feats, opts)
+            decode_time += time.perf_counter() - start
+            h[context] = {mode: detokenize(ids, id_to_token) for mode, ids in out.items()}
+        result[context] = {mode: score((h["ref"], h[context][mode]) for h in hyps).as_dict() for mode in opts.modes}
+        result[context]["rtf"] = round((feature_time + decode_time) / max(audio, 1e-9), 5)
+    return result, hyps
+
+
+def evaluate_sets(
+    backend: Backend,
+    test_sets: Mapping[str, str],
+    contexts: Mapping[str, DecodeOptions],
+    symbols: Mapping[str, int],
+    max_utts: int,
+    hyps_dir: Path,
+) -> Dict[str, object]:
+    """Every test set in every context; hypotheses to hyps_dir/<set>.jsonl; returns the metrics."""
+    id_to_token = {i: t for t, i in symbols.items()}
+    hyps_dir.mkdir(parents=True, exist_ok=True)
+    metrics: Dict[str, object] = {}
+    for name, data_list in test_sets.items():
+        prepared = prepare(Path(data_list), max_utts)
+        metrics[name], hyps = evaluate_set(backend, prepared, contexts, id_to_token)
+        with open(hyps_dir / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            for h in hyps:
+                f.write(json.dumps(h, ensure_ascii=False) + "\n")
+    return metrics
+
+
+def write_json(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,89 @@
+"""Stage parameters: read params.yaml, keep only the keys the stage declares in dvc.yaml.
+
+Stages never compose Hydra config themselves (they would ignore `dvc exp run -S`); params.yaml is
+the composed config. The returned config is read-only and in struct mode, so reading a key the
+stage did not declare fails loudly instead of silently escaping DVC's change tracking.
+
+`python -m edgeasr.params [overrides...]` regenerates params.yaml from conf/ with DVC's own
+compose function (what `dvc exp run -S` does).
+"""
+
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import EdgeAsrError
+
+
+def declared_params(dvc_yaml: Path, stage: str) -> List[str]:
+    """The params.yaml keys that `stage` lists under `params:` in dvc.yaml."""
+    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
+    if stage not in stages:
+        raise EdgeAsrError(f"{dvc_yaml}: no stage {stage!r}")
+    keys: List[str] = []
+    for entry in stages[stage].get("params", []):
+        if isinstance(entry, str):
+            keys.append(entry)
+        elif isinstance(entry, dict):
+            for file, file_keys in entry.items():
+                if Path(file).name != "params.yaml":
+                    raise EdgeAsrError(f"{dvc_yaml}: stage {stage}: params from {file} are not supported")
+                keys.extend(file_keys or [])
+    return keys
+
+
+def _parse_override(arg: str) -> tuple:
+    if "=" not in arg:
+        raise EdgeAsrError(f"argument {arg!r}: expected key=value")
+    key, raw = arg.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw else ""
+
+
+def select_params(params: DictConfig, keys: Sequence[str], source: str) -> DictConfig:
+    """A new config holding only `keys` of `params`; a key must exist and be set (not ???)."""
+    picked = OmegaConf.create({})
+    for key in keys:
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(params, parent_key) if parent_key else params
+        if not isinstance(parent, DictConfig) or leaf not in parent.keys():  # `in` is False for ???
+            raise EdgeAsrError(f"{source}: key {key!r} is declared by the stage but not present")
+        if OmegaConf.is_missing(parent, leaf):
+            raise EdgeAsrError(f"{source}: {key} is not set (pass -S {key}=... or {key}=... by hand)")
+        OmegaConf.update(picked, key, parent[leaf], force_add=True)
+    return picked
+
+
+def load_stage_params(stage: str, argv: Sequence[str] = (), root: Path = Path(".")) -> DictConfig:
+    """Declared params of `stage`, with `key=value` overrides for runs by hand (declared keys only)."""
+    params_path = root / "params.yaml"
+    if not params_path.is_file():
+        raise EdgeAsrError(f"{params_path}: not found (run from the project root)")
+    keys = declared_params(root / "dvc.yaml", stage)
+    params = OmegaConf.load(params_path)
+    for arg in argv:
+        key, value = _parse_override(arg)
+        if not any(key == k or key.startswith(k + ".") for k in keys):
+            raise EdgeAsrError(f"override {key!r}: stage {stage} does not declare it (declared: {', '.join(keys)})")
+        OmegaConf.update(params, key, value, force_add=True)
+    cfg = select_params(params, keys, str(params_path))
+    OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def to_dict(cfg: DictConfig) -> Dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def compose(output: Path, overrides: Sequence[str], conf_dir: Path = Path("conf")) -> None:
+    """params.yaml = compose(conf/ + overrides), exactly as `dvc exp run -S` writes it."""
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(output, str(conf_dir.resolve()), None, "config", str(conf_dir.resolve()), list(overrides))
+
+
+if __name__ == "__main__":
+    compose(Path("params.yaml"), sys.argv[1:])

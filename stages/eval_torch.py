@@ -1,0 +1,40 @@
+"""eval_torch: the PyTorch baseline, every test set streamed and at full context, every decoding mode."""
+
+from pathlib import Path
+
+import torch
+
+from edgeasr.cli import run_stage
+from edgeasr.decode import DecodeOptions, TorchBackend
+from edgeasr.evaluate.runner import evaluate_sets, write_json
+from edgeasr.model import load_model
+from edgeasr.params import load_stage_params
+
+
+def decode_contexts(p) -> dict:
+    """streaming at streaming.* and full context, with the eval.* search settings."""
+    common = dict(
+        beam_size=p.eval.beam_size,
+        ctc_weight=p.eval.ctc_weight,
+        reverse_weight=p.eval.reverse_weight,
+        modes=tuple(p.eval.modes),
+    )
+    return {
+        "streaming": DecodeOptions(p.streaming.chunk_size, p.streaming.num_decoding_left_chunks, **common),
+        "full": DecodeOptions(-1, -1, **common),
+    }
+
+
+def main(argv: list) -> None:
+    p = load_stage_params("eval_torch", argv)
+    torch.set_num_threads(p.eval.threads)
+    model, _, symbols = load_model(p.model.dir)
+    backend = TorchBackend(model, reverse_weight=p.eval.reverse_weight)
+    metrics = evaluate_sets(
+        backend, dict(p.data.test_sets), decode_contexts(p), symbols, p.eval.max_utts, Path("exp/eval_torch")
+    )
+    write_json(Path("metrics/torch.json"), metrics)
+
+
+if __name__ == "__main__":
+    run_stage(main)

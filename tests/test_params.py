@@ -1,0 +1,71 @@
+"""params.yaml equals compose(conf/); stages see exactly their declared keys."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeasr.errors import EdgeAsrError
+from edgeasr.params import compose, declared_params, load_stage_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_params_yaml_equals_dvc_compose(tmp_path):
+    out = tmp_path / "params.yaml"
+    compose(out, [], ROOT / "conf")
+    assert out.read_text() == (ROOT / "params.yaml").read_text(), "params.yaml is stale: run python -m edgeasr.params"
+
+
+def test_every_group_option_has_a_name():
+    for path in (ROOT / "conf").glob("*/*.yaml"):
+        if path.parent.name == "experiment":
+            continue
+        text = yaml.safe_load(path.read_text())
+        assert "name" in text, f"{path} has no name:"
+
+
+@pytest.mark.parametrize("overrides", [["model=demo_moe"], ["experiment=tiny"], ["model=wenet", "model.dir=/m"]])
+def test_options_compose(tmp_path, overrides):
+    compose(tmp_path / "p.yaml", overrides, ROOT / "conf")
+    params = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    assert params["model"]["name"] == {"model=demo_moe": "demo_moe", "model=wenet": "wenet"}.get(overrides[0], "demo")
+    if overrides[0] == "model=demo_moe":
+        assert params["model"]["train"]["architecture"]["encoder_conf"]["mlp_type"] == "moe"
+        assert params["model"]["train"]["architecture"]["encoder_conf"]["output_size"] == 96
+
+
+def test_no_reserved_top_level_names():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert not {"size", "nfiles"} & set(params)
+
+
+@pytest.fixture
+def project(tmp_path):
+    shutil.copy(ROOT / "dvc.yaml", tmp_path)
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    return tmp_path
+
+
+def test_stage_sees_only_declared_keys(project):
+    p = load_stage_params("eval_torch", [], project)
+    assert p.streaming.chunk_size == 8
+    with pytest.raises(Exception):
+        _ = p.model.train  # not declared by eval_torch
+    assert set(declared_params(project / "dvc.yaml", "train")) == {"model.name", "model.train", "data.train_list", "data.units"}
+
+
+def test_overrides_by_hand(project):
+    p = load_stage_params("eval_torch", ["streaming.chunk_size=4", "eval.beam_size=3"], project)
+    assert (p.streaming.chunk_size, p.eval.beam_size) == (4, 3)
+    with pytest.raises(EdgeAsrError, match="does not declare"):
+        load_stage_params("eval_torch", ["model.train.seed=3"], project)
+    with pytest.raises(EdgeAsrError, match="expected key=value"):
+        load_stage_params("eval_torch", ["chunk_size"], project)
+
+
+def test_unset_mandatory_value_is_named(project):
+    compose(project / "params.yaml", ["model=wenet"], ROOT / "conf")
+    with pytest.raises(EdgeAsrError, match=r"model\.dir is not set"):
+        load_stage_params("eval_torch", [], project)
