@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from edgeasr.params import compose
 
 ROOT = Path(__file__).resolve().parents[1]
+DVC_REPRO = [sys.executable, "-m", "dvc", "repro"]
 pytestmark = pytest.mark.pipeline
 
 
@@ -36,12 +38,12 @@ def repo(tmp_path_factory) -> Path:
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
     run(["git", "init", "-q"], path)
-    run(["dvc", "init", "-q", "--force"], path)
+    run([sys.executable, "-m", "dvc", "init", "-q", "--force"], path)
     shutil.copy(ROOT / ".dvc" / "config", path / ".dvc" / "config")
     compose(path / "params.yaml", ["experiment=tiny"], path / "conf")
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "init"], path)
-    out = run(["dvc", "repro"], path)
+    out = run(DVC_REPRO, path)
     assert stages_run(out) == {"synth", "train", "eval_torch"}
     return path
 
@@ -59,7 +61,7 @@ def test_first_run_writes_metrics(repo):
 
 
 def test_second_repro_runs_nothing(repo):
-    assert stages_run(run(["dvc", "repro"], repo)) == set()
+    assert stages_run(run(DVC_REPRO, repo)) == set()
 
 
 @pytest.mark.parametrize(
@@ -75,6 +77,6 @@ def test_second_repro_runs_nothing(repo):
 )
 def test_param_change_reruns_exactly(repo, override, expected):
     compose(repo / "params.yaml", ["experiment=tiny", override], repo / "conf")
-    assert stages_run(run(["dvc", "repro"], repo)) == expected
+    assert stages_run(run(DVC_REPRO, repo)) == expected
     compose(repo / "params.yaml", ["experiment=tiny"], repo / "conf")
-    run(["dvc", "repro"], repo)  # back to the base (from DVC's run cache where it can)
+    run(DVC_REPRO, repo)  # back to the base (from DVC's run cache where it can)
