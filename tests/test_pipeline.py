@@ -15,6 +15,7 @@ from edgeasr.params import compose
 ROOT = Path(__file__).resolve().parents[1]
 DVC_REPRO = [sys.executable, "-m", "dvc", "repro"]
 pytestmark = pytest.mark.pipeline
+ALL = {"synth", "train", "eval_torch", "export", "eval_onnx"}
 
 
 def run(cmd, cwd: Path) -> str:
@@ -44,11 +45,12 @@ def repo(tmp_path_factory) -> Path:
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "init"], path)
     out = run(DVC_REPRO, path)
-    assert stages_run(out) == {"synth", "train", "eval_torch"}
+    assert stages_run(out) == ALL
     return path
 
 
 def test_first_run_writes_metrics(repo):
+    """torch.json has every set, context and mode; exports were checked; onnx.json compares each family."""
     import json
 
     metrics = json.loads((repo / "metrics" / "torch.json").read_text())
@@ -58,6 +60,11 @@ def test_first_run_writes_metrics(repo):
     assert metrics["test"]["utterances"] == 6
     assert (repo / "exp" / "eval_torch" / "test.jsonl").is_file()
     assert {"train.yaml", "final.pt", "units.txt", "global_cmvn"} <= {p.name for p in (repo / "exp/trained_model").iterdir()}
+    onnx_metrics = json.loads((repo / "metrics" / "onnx.json").read_text())
+    assert set(onnx_metrics["test"]) == {"cpu", "cpu_int8", "gpu_streaming", "gpu_offline", "sherpa"}
+    for family in ("cpu", "gpu_streaming", "gpu_offline"):
+        assert onnx_metrics["test"][family]["ctc_greedy"]["cer_delta"] == 0.0
+    assert json.loads((repo / "metrics" / "export.json").read_text())["cpu"]["encoder_out"] < 1e-4
 
 
 def test_second_repro_runs_nothing(repo):
@@ -67,12 +74,13 @@ def test_second_repro_runs_nothing(repo):
 @pytest.mark.parametrize(
     "override,expected",
     [
-        ("eval.beam_size=2", {"eval_torch"}),
-        ("eval.modes=[ctc_greedy]", {"eval_torch"}),
-        ("streaming.chunk_size=4", {"eval_torch"}),
-        ("streaming.num_decoding_left_chunks=2", {"eval_torch"}),
-        ("model.train.seed=1", {"train", "eval_torch"}),
-        ("data.synth.seed=7", {"synth", "train", "eval_torch"}),
+        ("eval.beam_size=2", {"eval_torch", "eval_onnx"}),
+        ("eval.modes=[ctc_greedy]", {"eval_torch", "eval_onnx"}),
+        ("streaming.chunk_size=4", {"eval_torch", "export", "eval_onnx"}),
+        ("streaming.num_decoding_left_chunks=2", {"eval_torch", "export", "eval_onnx"}),
+        ("export.gpu_beam_size=4", {"export", "eval_onnx"}),
+        ("model.train.seed=1", {"train", "eval_torch", "export", "eval_onnx"}),
+        ("data.synth.seed=7", ALL),
     ],
 )
 def test_param_change_reruns_exactly(repo, override, expected):

@@ -9,7 +9,8 @@ from .errors import EdgeAsrError
 
 def run_stage(main: Callable[[list], None]) -> None:
     """Call main(argv); an EdgeAsrError becomes `error: <message>` on stderr and exit code 2."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("edgeasr").setLevel(logging.INFO)
     try:
         main(sys.argv[1:])
     except EdgeAsrError as exc:

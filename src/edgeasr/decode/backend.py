@@ -5,6 +5,7 @@ state), encoder frames into CTC log-probabilities, and rescores hypotheses with 
 decoder. Arrays in and out are numpy float32, so onnxruntime backends plug in unchanged.
 """
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, List, Protocol, Sequence, Tuple
 
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from ..model.asr_model import ASRModel, IGNORE_ID, add_sos_eos, pad_list, reverse_pad_list
-from .search import Hyp, sequence_scores
+from .search import Hyp, attention_rescoring, sequence_scores
 
 
 @dataclass(frozen=True)
@@ -25,25 +26,41 @@ class Geometry:
 
 
 class Backend(Protocol):
+    """Encoder + CTC, whole utterance or chunk by chunk, and attention rescoring.
+
+    CTC log-probabilities come with the encoder frames: CTC is per frame, so a chunk's log-probs
+    are the utterance's log-probs for those frames."""
+
     geometry: Geometry
     has_decoder: bool
-    sos: int
-    eos: int
 
-    def encode(self, feats: np.ndarray) -> np.ndarray:
-        """(T, F) -> (T', D), full context."""
+    def encode(self, feats: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(T, F) -> encoder frames (T', D) and CTC log-probs (T', V), full context."""
 
     def start_stream(self, chunk_size: int, num_left_chunks: int) -> Any:
         """A fresh per-utterance state for `encode_chunk`."""
 
-    def encode_chunk(self, window: np.ndarray, state: Any) -> Tuple[np.ndarray, Any]:
-        """(W, F) window of one chunk -> (chunk', D) and the next state."""
+    def encode_chunk(self, window: np.ndarray, state: Any) -> Tuple[np.ndarray, np.ndarray, Any]:
+        """(W, F) window of one chunk -> (chunk', D), (chunk', V) and the next state."""
 
-    def ctc_log_probs(self, encoder_out: np.ndarray) -> np.ndarray:
-        """(T', D) -> (T', V)."""
+    def pick_rescored(
+        self, encoder_out: np.ndarray, beam: Sequence[Tuple[Hyp, float]], ctc_weight: float, reverse_weight: float
+    ) -> Tuple[Hyp, float]:
+        """Attention rescoring of a CTC n-best (hypothesis, CTC score): the best hypothesis and its score."""
 
+
+class ScoringBackend(ABC):
+    """For backends whose decoder returns per-hypothesis scores: rescoring is then shared Python."""
+
+    @abstractmethod
     def rescore(self, encoder_out: np.ndarray, hyps: Sequence[Hyp]) -> Tuple[np.ndarray, np.ndarray]:
         """(T', D) and N hypotheses -> (N,) left-to-right and (N,) right-to-left decoder scores."""
+
+    def pick_rescored(
+        self, encoder_out: np.ndarray, beam: Sequence[Tuple[Hyp, float]], ctc_weight: float, reverse_weight: float
+    ) -> Tuple[Hyp, float]:
+        scores, r_scores = self.rescore(encoder_out, [h for h, _ in beam])
+        return attention_rescoring(beam, scores, r_scores, ctc_weight, reverse_weight)
 
 
 @dataclass
@@ -54,7 +71,7 @@ class TorchStreamState:
     cnn_cache: torch.Tensor
 
 
-class TorchBackend:
+class TorchBackend(ScoringBackend):
     """The reference: edgeasr's PyTorch model, eager, no grad."""
 
     def __init__(self, model: ASRModel, reverse_weight: float = 0.0):
@@ -66,24 +83,21 @@ class TorchBackend:
         self.reverse_weight = reverse_weight
 
     @torch.no_grad()
-    def encode(self, feats: np.ndarray) -> np.ndarray:
+    def encode(self, feats: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         xs = torch.from_numpy(feats).unsqueeze(0)
         out, _ = self.model.encoder(xs, torch.tensor([feats.shape[0]]), -1, -1)
-        return out[0].numpy()
+        return out[0].numpy(), self.model.ctc.log_softmax(out)[0].numpy()
 
     def start_stream(self, chunk_size: int, num_left_chunks: int) -> TorchStreamState:
         return TorchStreamState(0, chunk_size * num_left_chunks, torch.zeros(0, 0, 0, 0), torch.zeros(0, 0, 0, 0))
 
     @torch.no_grad()
-    def encode_chunk(self, window: np.ndarray, state: TorchStreamState) -> Tuple[np.ndarray, TorchStreamState]:
+    def encode_chunk(self, window: np.ndarray, state: TorchStreamState) -> Tuple[np.ndarray, np.ndarray, TorchStreamState]:
         y, att_cache, cnn_cache = self.model.encoder.forward_chunk(
             torch.from_numpy(window).unsqueeze(0), state.offset, state.required_cache_size, state.att_cache, state.cnn_cache
         )
-        return y[0].numpy(), TorchStreamState(state.offset + y.size(1), state.required_cache_size, att_cache, cnn_cache)
-
-    @torch.no_grad()
-    def ctc_log_probs(self, encoder_out: np.ndarray) -> np.ndarray:
-        return self.model.ctc.log_softmax(torch.from_numpy(encoder_out).unsqueeze(0))[0].numpy()
+        next_state = TorchStreamState(state.offset + y.size(1), state.required_cache_size, att_cache, cnn_cache)
+        return y[0].numpy(), self.model.ctc.log_softmax(y)[0].numpy(), next_state
 
     @torch.no_grad()
     def rescore(self, encoder_out: np.ndarray, hyps: Sequence[Hyp]) -> Tuple[np.ndarray, np.ndarray]:
@@ -96,11 +110,11 @@ class TorchBackend:
         memory_mask = torch.ones(n, 1, memory.size(1), dtype=torch.bool)
         out, r_out, _ = self.model.decoder(memory, memory_mask, ys_in, hyps_lens + 1, r_ys_in, self.reverse_weight)
         scores = sequence_scores(torch.log_softmax(out, -1).numpy(), hyps, self.eos)
-        if self.reverse_weight > 0:
+        if self.reverse_weight > 0 and r_out.dim() == 3:  # only a bitransformer has a right decoder
             r_scores = sequence_scores(torch.log_softmax(r_out, -1).numpy(), hyps, self.eos, reverse=True)
         else:
             r_scores = np.zeros(n)
         return scores, r_scores
 
 
-__all__: List[str] = ["Backend", "Geometry", "TorchBackend", "TorchStreamState"]
+__all__: List[str] = ["Backend", "Geometry", "ScoringBackend", "TorchBackend", "TorchStreamState"]

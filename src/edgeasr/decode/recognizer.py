@@ -6,7 +6,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from .backend import Backend
-from .search import attention_rescoring, ctc_greedy_search, ctc_prefix_beam_search
+from .search import ctc_greedy_search, ctc_prefix_beam_search
 from .streaming import stream_encode
 
 MODES = ("ctc_greedy", "ctc_prefix_beam", "attention_rescoring")
@@ -22,18 +22,23 @@ class DecodeOptions:
     modes: Sequence[str] = MODES
 
 
-def recognize(backend: Backend, feats: np.ndarray, opts: DecodeOptions) -> Dict[str, List[int]]:
-    """(T, F) features -> {mode: token ids}."""
+@dataclass
+class Recognition:
+    hyps: Dict[str, List[int]]  # mode -> token ids
+    log_probs: np.ndarray  # (T', V) CTC log-probabilities the searches ran on
+
+
+def recognize(backend: Backend, feats: np.ndarray, opts: DecodeOptions) -> Recognition:
+    """(T, F) features -> token ids per decoding mode, and the CTC log-probs behind them."""
     for mode in opts.modes:
         if mode not in MODES:
             raise ValueError(f"unknown decoding mode {mode!r} (supported: {', '.join(MODES)})")
     if opts.chunk_size > 0:
-        enc = stream_encode(backend, feats, opts.chunk_size, opts.num_left_chunks)
+        enc, log_probs = stream_encode(backend, feats, opts.chunk_size, opts.num_left_chunks)
     else:
-        enc = backend.encode(feats)
+        enc, log_probs = backend.encode(feats)
     if enc.shape[0] == 0:
-        return {mode: [] for mode in opts.modes}
-    log_probs = backend.ctc_log_probs(enc)
+        return Recognition({mode: [] for mode in opts.modes}, log_probs)
     result: Dict[str, List[int]] = {}
     if "ctc_greedy" in opts.modes:
         result["ctc_greedy"] = ctc_greedy_search(log_probs)
@@ -44,8 +49,6 @@ def recognize(backend: Backend, feats: np.ndarray, opts: DecodeOptions) -> Dict[
         if "attention_rescoring" in opts.modes:
             if not backend.has_decoder:
                 raise ValueError("attention_rescoring needs a model with an attention decoder")
-            hyps = [h for h, _ in beam]
-            scores, r_scores = backend.rescore(enc, hyps)
-            best, _ = attention_rescoring(beam, scores, r_scores, opts.ctc_weight, opts.reverse_weight)
+            best, _ = backend.pick_rescored(enc, beam, opts.ctc_weight, opts.reverse_weight)
             result["attention_rescoring"] = list(best)
-    return result
+    return Recognition(result, log_probs)

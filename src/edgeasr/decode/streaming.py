@@ -20,15 +20,18 @@ def chunk_windows(num_frames: int, geometry: Geometry, chunk_size: int) -> Itera
         yield start, min(start + window, num_frames)
 
 
-def stream_encode(backend: Backend, feats: np.ndarray, chunk_size: int, num_left_chunks: int) -> np.ndarray:
-    """(T, F) -> (T', D), the encoder run chunk by chunk with its caches carried over."""
+def stream_encode(
+    backend: Backend, feats: np.ndarray, chunk_size: int, num_left_chunks: int
+) -> Tuple[np.ndarray, np.ndarray]:
+    """(T, F) -> encoder frames (T', D) and CTC log-probs (T', V), chunk by chunk with caches carried over."""
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
     state = backend.start_stream(chunk_size, num_left_chunks)
-    outputs = []
+    frames, log_probs = [], []
     for start, end in chunk_windows(feats.shape[0], backend.geometry, chunk_size):
-        out, state = backend.encode_chunk(feats[start:end], state)
-        outputs.append(out)
-    if not outputs:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(outputs, axis=0)
+        out, lp, state = backend.encode_chunk(feats[start:end], state)
+        frames.append(out)
+        log_probs.append(lp)
+    if not frames:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(frames, axis=0), np.concatenate(log_probs, axis=0)

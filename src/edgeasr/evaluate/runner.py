@@ -62,7 +62,7 @@ def evaluate_set(
         decode_time = 0.0
         for p, h in zip(tqdm(prepared, desc=context, unit="utt"), hyps):
             start = time.perf_counter()
-            out = recognize(backend, p.feats, opts)
+            out = recognize(backend, p.feats, opts).hyps
             decode_time += time.perf_counter() - start
             h[context] = {mode: detokenize(ids, id_to_token) for mode, ids in out.items()}
         result[context] = {mode: score((h["ref"], h[context][mode]) for h in hyps).as_dict() for mode in opts.modes}

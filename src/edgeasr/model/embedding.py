@@ -9,6 +9,8 @@ Offset conventions (what streaming relies on):
   score (q . W_pos p_j) without rel_shift: equal in full-utterance and chunk-by-chunk mode as long
   as the cache holds exactly the frames before the chunk.
 - The table is a plain attribute, not a buffer: it is not in WeNet's state_dict.
+- Exported streaming graphs keep a fixed-size cache; their first chunks see cache slots at
+  negative positions, which are masked, so a tensor offset gathers with a clamp at 0.
 """
 
 import math
@@ -43,8 +45,14 @@ class PositionalEncoding(torch.nn.Module):
     def position_encoding(self, offset: Offset, size: int, apply_dropout: bool = True) -> torch.Tensor:
         """(1, size, d) encoding of positions [offset, offset + size)."""
         if isinstance(offset, int):
-            assert offset + size <= self.max_len, f"position {offset + size} exceeds max_len {self.max_len}"
-        pos_emb = self.pe[:, offset : offset + size]
+            assert 0 <= offset and offset + size <= self.max_len, f"positions {offset}..{offset + size} out of range"
+            pos_emb = self.pe[:, offset : offset + size]
+        else:
+            # A tensor offset (exported graphs) stays a graph input through a gather. Positions
+            # below 0 belong to cache slots not filled yet, which the attention mask hides: clamp.
+            # A (B, 1) offset gives one row per stream (batched streaming export).
+            index = torch.clamp(offset.reshape(-1, 1) + torch.arange(size, device=offset.device), min=0)
+            pos_emb = torch.nn.functional.embedding(index, self.pe[0])
         return self.dropout(pos_emb) if apply_dropout else pos_emb
 
     def forward(self, x: torch.Tensor, offset: Offset = 0) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +85,6 @@ class NoPositionalEncoding(torch.nn.Module):
 
     def position_encoding(self, offset: Offset, size: int, apply_dropout: bool = True) -> torch.Tensor:
         return torch.zeros(1, size, self.d_model)
-
 
 POS_ENC_CLASSES = {
     "abs_pos": PositionalEncoding,

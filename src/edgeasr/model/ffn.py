@@ -44,9 +44,12 @@ class MoEFFNLayer(torch.nn.Module):
         )
         self.n_expert = n_expert
         self.n_expert_activated = n_expert_activated
+        self.dense = False  # set by export.dense_moe(): run every expert (static shapes)
 
     def forward(self, xs: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, T, D), each token through its k selected experts only."""
+        if self.dense:
+            return self.forward_dense(xs)
         b, t, d = xs.size()
         flat = xs.reshape(-1, d)
         logits, selected = torch.topk(self.gate(flat), self.n_expert_activated)  # (N, k)

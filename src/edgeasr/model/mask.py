@@ -11,8 +11,9 @@ def make_pad_mask(lengths: torch.Tensor, max_len: int = 0) -> torch.Tensor:
 
 
 def subsequent_mask(size: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
-    """(L, L) lower-triangular bool mask for autoregressive decoding."""
-    return torch.tril(torch.ones(size, size, device=device, dtype=torch.bool))
+    """(L, L) lower-triangular bool mask for autoregressive decoding (no tril: opset 11 has none)."""
+    pos = torch.arange(size, device=device)
+    return pos.unsqueeze(0) <= pos.unsqueeze(1)
 
 
 def subsequent_chunk_mask(
@@ -74,8 +75,6 @@ def add_optional_chunk_mask(
     else:
         chunk_masks = masks
     # A padded row that sees nothing would give NaN in softmax; WeNet opens it (it is masked later).
-    dead_rows = chunk_masks.sum(dim=-1) == 0
-    if bool(dead_rows.any()):
-        chunk_masks = chunk_masks.clone()
-        chunk_masks[dead_rows] = True
-    return chunk_masks
+    # Written as a tensor op, not a Python branch, so traced exports keep it.
+    dead_rows = chunk_masks.sum(dim=-1, keepdim=True) == 0
+    return chunk_masks | dead_rows

@@ -1,0 +1,212 @@
+"""onnxruntime backends over the exported graphs, behind the same Backend interface as torch."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..export.metadata import read_metadata
+from ..export.onnx_io import session
+from .backend import Geometry, ScoringBackend
+from .search import Hyp, sequence_scores
+
+
+@dataclass
+class OnnxStreamState:
+    offset: int
+    chunks_done: int
+    att_cache: np.ndarray
+    cnn_cache: np.ndarray
+
+
+class OnnxCpuBackend(ScoringBackend):
+    """cpu/encoder.onnx + ctc.onnx (+ decoder.onnx), driven the way WeNet's runtime drives them:
+    fixed-size cache, att_mask opening one more chunk of cache per call. Offsets start at 0, so the
+    result equals PyTorch's chunk-by-chunk decoding for every positional encoding."""
+
+    def __init__(self, encoder: Path, ctc: Path, decoder: Optional[Path], threads: int = 1):
+        meta = read_metadata(encoder)
+        self.meta = meta
+        self.geometry = Geometry(int(meta["subsampling_rate"]), int(meta["right_context"]), int(meta["feature_size"]))
+        self.chunk_size = int(meta["chunk_size"])
+        self.left_chunks = int(meta["left_chunks"])
+        self.sos, self.eos = int(meta["sos_symbol"]), int(meta["eos_symbol"])
+        self.encoder = session(encoder, threads)
+        self.ctc = session(ctc, threads)
+        self.decoder = session(decoder, threads) if decoder is not None else None
+        self.has_decoder = self.decoder is not None
+        layers, heads = int(meta["num_blocks"]), int(meta["head"])
+        d_k2 = 2 * int(meta["output_size"]) // heads
+        self.cache_frames = self.chunk_size * self.left_chunks if self.left_chunks > 0 else 0
+        self.att_cache_shape = (layers, heads, self.cache_frames, d_k2)
+        self.cnn_cache_shape = (layers, 1, int(meta["output_size"]), int(meta["cnn_module_kernel"]) - 1)
+
+    def encode(self, feats: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        raise ValueError("cpu/encoder.onnx is a streaming model: decode it with chunk_size > 0")
+
+    def start_stream(self, chunk_size: int, num_left_chunks: int) -> OnnxStreamState:
+        if (chunk_size, num_left_chunks) != (self.chunk_size, self.left_chunks):
+            raise ValueError(
+                f"encoder.onnx was exported for chunk {self.chunk_size} / left {self.left_chunks}, "
+                f"asked for {chunk_size} / {num_left_chunks}"
+            )
+        return OnnxStreamState(
+            0, 0, np.zeros(self.att_cache_shape, np.float32), np.zeros(self.cnn_cache_shape, np.float32)
+        )
+
+    def _att_mask(self, chunks_done: int) -> np.ndarray:
+        if self.left_chunks <= 0:
+            return np.ones((0, 0, 0), dtype=bool)
+        mask = np.ones((1, 1, self.cache_frames + self.chunk_size), dtype=bool)
+        filled = min(chunks_done * self.chunk_size, self.cache_frames)
+        mask[:, :, : self.cache_frames - filled] = False
+        return mask
+
+    def encode_chunk(self, window: np.ndarray, state: OnnxStreamState) -> Tuple[np.ndarray, np.ndarray, OnnxStreamState]:
+        required = self.cache_frames if self.left_chunks > 0 else (-1 if self.left_chunks < 0 else 0)
+        out, att_cache, cnn_cache = self.encoder.run(
+            None,
+            {
+                "chunk": window[None].astype(np.float32),
+                "offset": np.array(state.offset, dtype=np.int64),
+                "required_cache_size": np.array(required, dtype=np.int64),
+                "att_cache": state.att_cache,
+                "cnn_cache": state.cnn_cache,
+                "att_mask": self._att_mask(state.chunks_done),
+            },
+        )
+        log_probs = self.ctc.run(None, {"hidden": out})[0][0]
+        next_state = OnnxStreamState(state.offset + out.shape[1], state.chunks_done + 1, att_cache, cnn_cache)
+        return out[0], log_probs, next_state
+
+    def rescore(self, encoder_out: np.ndarray, hyps: Sequence[Hyp]) -> Tuple[np.ndarray, np.ndarray]:
+        length = max(len(h) for h in hyps) + 1
+        pad = np.full((len(hyps), length), self.eos, dtype=np.int64)
+        pad[:, 0] = self.sos
+        for i, h in enumerate(hyps):
+            pad[i, 1 : 1 + len(h)] = h
+        lens = np.array([len(h) + 1 for h in hyps], dtype=np.int64)
+        score, r_score = self.decoder.run(None, {"hyps": pad, "hyps_lens": lens, "encoder_out": encoder_out[None]})
+        return sequence_scores(score, hyps, self.eos), sequence_scores(r_score, hyps, self.eos, reverse=True)
+
+
+@dataclass
+class GpuStreamState:
+    offset: np.ndarray  # (1, 1) int64
+    att_cache: np.ndarray  # (1, L, h, C, 2*d_k)
+    cnn_cache: np.ndarray  # (1, L, D, K-1)
+    cache_mask: np.ndarray  # (1, 1, C), 1 = filled
+
+
+class OnnxGpuBackend:
+    """gpu/ graphs at batch 1: encoder.onnx (full context), encoder_streaming.onnx (a short last
+    chunk is zero-padded and masked by chunk_lens) and decoder.onnx (picks best_index itself).
+
+    The streaming graph returns WeNet's top-K CTC log-probs per frame; the other entries are -inf,
+    which leaves greedy search and a prefix beam of width <= K unchanged."""
+
+    def __init__(self, encoder: Path, encoder_streaming: Path, decoder: Optional[Path], threads: int = 1):
+        meta = read_metadata(encoder)
+        self.geometry = Geometry(int(meta["subsampling_rate"]), int(meta["right_context"]), int(meta["feature_size"]))
+        self.chunk_size, self.left_chunks = int(meta["chunk_size"]), int(meta["left_chunks"])
+        self.window = int(meta["decoding_window"])
+        self.vocab_size = int(meta["vocab_size"])
+        self.sos, self.eos = int(meta["sos_symbol"]), int(meta["eos_symbol"])
+        self.encoder = session(encoder, threads)
+        self.streaming = session(encoder_streaming, threads)
+        self.decoder = session(decoder, threads) if decoder is not None else None
+        self.has_decoder = self.decoder is not None
+        self.bidirectional = meta["is_bidirectional_decoder"] == "1"
+        layers, heads, d = int(meta["num_blocks"]), int(meta["head"]), int(meta["output_size"])
+        self.cache_frames = self.chunk_size * self.left_chunks
+        self.att_cache_shape = (1, layers, heads, self.cache_frames, 2 * d // heads)
+        self.cnn_cache_shape = (1, layers, d, int(meta["cnn_module_kernel"]) - 1)
+
+    def encode(self, feats: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        out, lens, log_probs, _, _ = self.encoder.run(
+            None, {"speech": feats[None].astype(np.float32), "speech_lengths": np.array([feats.shape[0]], np.int32)}
+        )
+        n = int(lens[0])
+        return out[0, :n], log_probs[0, :n]
+
+    def start_stream(self, chunk_size: int, num_left_chunks: int) -> GpuStreamState:
+        if (chunk_size, num_left_chunks) != (self.chunk_size, self.left_chunks):
+            raise ValueError(
+                f"encoder_streaming.onnx was exported for chunk {self.chunk_size} / left {self.left_chunks}, "
+                f"asked for {chunk_size} / {num_left_chunks}"
+            )
+        return GpuStreamState(
+            np.zeros((1, 1), np.int64),
+            np.zeros(self.att_cache_shape, np.float32),
+            np.zeros(self.cnn_cache_shape, np.float32),
+            np.zeros((1, 1, self.cache_frames), np.float32),
+        )
+
+    def encode_chunk(self, window: np.ndarray, state: GpuStreamState) -> Tuple[np.ndarray, np.ndarray, GpuStreamState]:
+        padded = np.zeros((1, self.window, window.shape[1]), np.float32)
+        padded[0, : window.shape[0]] = window
+        top_lp, top_idx, out, out_lens, offset, att, cnn, mask = self.streaming.run(
+            None,
+            {
+                "chunk_xs": padded,
+                "chunk_lens": np.array([window.shape[0]], np.int32),
+                "offset": state.offset,
+                "att_cache": state.att_cache,
+                "cnn_cache": state.cnn_cache,
+                "cache_mask": state.cache_mask,
+            },
+        )
+        n = int(out_lens[0])
+        log_probs = np.full((n, self.vocab_size), -np.inf, np.float32)
+        np.put_along_axis(log_probs, top_idx[0, :n], top_lp[0, :n], axis=1)
+        return out[0, :n], log_probs, GpuStreamState(offset, att, cnn, mask)
+
+    def pick_rescored(
+        self, encoder_out: np.ndarray, beam: Sequence[Tuple[Hyp, float]], ctc_weight: float, reverse_weight: float
+    ) -> Tuple[Hyp, float]:
+        """decoder.onnx returns only best_index, so the returned score is NaN."""
+        length = max(len(h) for h, _ in beam) + 2  # sos + tokens + eos
+        hyps = np.full((1, len(beam), length), self.eos, np.int64)
+        r_hyps = hyps.copy()
+        hyps[0, :, 0] = r_hyps[0, :, 0] = self.sos
+        for i, (h, _) in enumerate(beam):
+            hyps[0, i, 1 : 1 + len(h)] = h
+            r_hyps[0, i, 1 : 1 + len(h)] = h[::-1]
+        feeds = {
+            "encoder_out": encoder_out[None].astype(np.float32),
+            "encoder_out_lens": np.array([encoder_out.shape[0]], np.int32),
+            "hyps_pad_sos_eos": hyps,
+            "hyps_lens_sos": np.array([[len(h) + 1 for h, _ in beam]], np.int32),
+            "ctc_score": np.array([[s for _, s in beam]], np.float32),
+            "ctc_weight": np.array([ctc_weight], np.float32),
+        }
+        if self.bidirectional:
+            feeds.update(r_hyps_pad_sos_eos=r_hyps, reverse_weight=np.array([reverse_weight], np.float32))
+        best = int(self.decoder.run(None, feeds)[0][0])
+        return beam[best][0], float("nan")
+
+
+class OnnxSherpaGraphBackend(OnnxCpuBackend):
+    """sherpa/model.onnx (encoder + CTC in one graph, (1,)-shaped offsets) through our own driver,
+    offsets from 0: for export-time parity. sherpa-onnx itself starts offsets at chunk * left."""
+
+    def __init__(self, model: Path, threads: int = 1):
+        super().__init__(model, model, None, threads)
+
+    def encode_chunk(self, window: np.ndarray, state: OnnxStreamState) -> Tuple[np.ndarray, np.ndarray, OnnxStreamState]:
+        log_probs, att_cache, cnn_cache = self.encoder.run(
+            None,
+            {
+                "x": window[None].astype(np.float32),
+                "offset": np.array([state.offset], dtype=np.int64),
+                "required_cache_size": np.array([self.cache_frames], dtype=np.int64),
+                "attn_cache": state.att_cache,
+                "conv_cache": state.cnn_cache,
+                "attn_mask": self._att_mask(state.chunks_done),
+            },
+        )
+        n = log_probs.shape[1]
+        # The graph has no encoder-frame output; CTC log-probs are what sherpa-onnx consumes.
+        next_state = OnnxStreamState(state.offset + n, state.chunks_done + 1, att_cache, cnn_cache)
+        return np.zeros((n, 0), np.float32), log_probs[0], next_state

@@ -1,0 +1,82 @@
+"""cpu/: WeNet's onnxruntime-runtime models: encoder.onnx (forward_chunk), ctc.onnx, decoder.onnx,
+plus dynamically quantized INT8 copies (*.int8.onnx).
+
+The encoder keeps a fixed-size attention cache of chunk * left_chunks frames and masks the slots not
+yet filled with att_mask (WeNet's "real cache, real mask" export); with left_chunks <= 0 the cache
+grows (a dynamic axis) and att_mask is empty.
+"""
+
+from pathlib import Path
+from typing import Dict
+
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from ..model.asr_model import ASRModel
+from .graphs import CtcHead, RescoringDecoder, StreamingEncoder, dense_moe, io_shapes
+from .metadata import model_geometry, write_metadata
+from .onnx_io import export_graph
+
+
+def streaming_example_inputs(model: ASRModel, chunk_size: int, left_chunks: int) -> tuple:
+    """Inputs of the first chunk in the runtime's layout (fixed cache, nothing filled yet)."""
+    layers, heads, d_k, cache, lorder = io_shapes(model, chunk_size, left_chunks)
+    geometry = model_geometry(model, chunk_size, left_chunks)
+    chunk = torch.randn(1, geometry["decoding_window"], geometry["feature_size"])
+    if left_chunks > 0:
+        required = cache
+        att_mask = torch.ones(1, 1, cache + chunk_size, dtype=torch.bool)
+        att_mask[:, :, :cache] = False
+    else:
+        required = -1 if left_chunks < 0 else 0
+        att_mask = torch.ones(0, 0, 0, dtype=torch.bool)
+    att_cache = torch.zeros(layers, heads, cache, 2 * d_k)
+    cnn_cache = torch.zeros(layers, 1, model.encoder.output_size(), lorder)
+    return chunk, torch.tensor(0), torch.tensor(required), att_cache, cnn_cache, att_mask
+
+
+def export_cpu(model: ASRModel, out_dir: Path, chunk_size: int, left_chunks: int, opset: int = 13) -> Dict[str, Path]:
+    """Write encoder/ctc/decoder .onnx and their .int8.onnx copies; returns name -> path."""
+    meta = {**model_geometry(model, chunk_size, left_chunks), "opset": opset, "model_type": "wenet_cpu"}
+    d = model.encoder.output_size()
+    paths = {name: out_dir / f"{name}.onnx" for name in ("encoder", "ctc", "decoder")}
+    with dense_moe(model):
+        export_graph(
+            StreamingEncoder(model),
+            streaming_example_inputs(model, chunk_size, left_chunks),
+            paths["encoder"],
+            ["chunk", "offset", "required_cache_size", "att_cache", "cnn_cache", "att_mask"],
+            ["output", "r_att_cache", "r_cnn_cache"],
+            {
+                "chunk": {1: "T"},
+                "att_cache": {2: "T_CACHE"},
+                "att_mask": {2: "T_ADD_T_CACHE"},
+                "output": {1: "T"},
+                "r_att_cache": {2: "T_CACHE"},
+            },
+            opset,
+        )
+    export_graph(CtcHead(model), (torch.randn(1, chunk_size, d),), paths["ctc"], ["hidden"], ["probs"],
+                 {"hidden": {1: "T"}, "probs": {1: "T"}}, opset)
+    if model.decoder is not None:
+        hyps = torch.randint(3, model.vocab_size - 1, (4, 7))
+        hyps[:, 0] = model.sos
+        export_graph(
+            RescoringDecoder(model),
+            (hyps, torch.tensor([7, 5, 3, 1]), torch.randn(1, 20, d)),
+            paths["decoder"],
+            ["hyps", "hyps_lens", "encoder_out"],
+            ["score", "r_score"],
+            {"hyps": {0: "NUM_HYPS", 1: "L"}, "hyps_lens": {0: "NUM_HYPS"}, "encoder_out": {1: "T"},
+             "score": {0: "NUM_HYPS", 1: "L"}, "r_score": {0: "NUM_HYPS", 1: "L"}},
+            opset,
+        )
+    else:
+        paths.pop("decoder")
+    for name in list(paths):
+        write_metadata(paths[name], meta)
+        quantized = out_dir / f"{name}.int8.onnx"
+        quantize_dynamic(str(paths[name]), str(quantized), weight_type=QuantType.QInt8)
+        write_metadata(quantized, {**meta, "quantization": "dynamic_int8"})
+        paths[f"{name}_int8"] = quantized
+    return paths

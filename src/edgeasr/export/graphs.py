@@ -1,0 +1,209 @@
+"""The torch modules that are traced into ONNX graphs; each states its I/O names and shapes.
+
+They call the model's own forward functions, so an export is the model, not a copy of its logic.
+"""
+
+from contextlib import contextmanager
+from typing import Iterator, Tuple
+
+import torch
+
+from ..model.asr_model import ASRModel
+from ..model.ffn import MoEFFNLayer
+from ..model.mask import make_pad_mask
+
+
+@contextmanager
+def dense_moe(model: torch.nn.Module) -> Iterator[None]:
+    """Run MoE layers in their dense form: routing has data-dependent shapes that a tracer bakes."""
+    layers = [m for m in model.modules() if isinstance(m, MoEFFNLayer)]
+    for layer in layers:
+        layer.dense = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.dense = False
+
+
+class StreamingEncoder(torch.nn.Module):
+    """WeNet's `forward_chunk` with tensor offset / required_cache_size (cpu/encoder.onnx).
+
+    chunk (1, W, F), offset () int64, required_cache_size () int64, att_cache (L, h, C, 2*d_k),
+    cnn_cache (L, 1, D, K-1), att_mask (1, 1, C + chunk) bool
+    -> output (1, chunk, D), r_att_cache (L, h, C, 2*d_k), r_cnn_cache (L, 1, D, K-1)
+    """
+
+    def __init__(self, model: ASRModel):
+        super().__init__()
+        self.encoder = model.encoder
+
+    def forward(self, chunk, offset, required_cache_size, att_cache, cnn_cache, att_mask):
+        out, r_att_cache, r_cnn_cache = self.encoder.forward_chunk(
+            chunk, offset, required_cache_size, att_cache, cnn_cache, att_mask
+        )
+        # A no_pos model ignores `offset`, and the exporter would drop the input; WeNet's and
+        # sherpa-onnx's runtimes feed it by name, so keep it with an exact no-op (+ 0 * offset).
+        if getattr(self.encoder.encoders[0], "conv_module", None) is None:
+            r_cnn_cache = cnn_cache  # no conv module: the (L, 1, D, 0) cache passes through unchanged
+        return out + 0.0 * offset.to(out.dtype), r_att_cache, r_cnn_cache
+
+
+class CtcHead(torch.nn.Module):
+    """hidden (1, T, D) -> probs (1, T, V) log-probabilities (cpu/ctc.onnx)."""
+
+    def __init__(self, model: ASRModel):
+        super().__init__()
+        self.ctc = model.ctc
+
+    def forward(self, hidden):
+        return self.ctc.log_softmax(hidden)
+
+
+def reverse_hyps(hyps: torch.Tensor, hyps_lens: torch.Tensor, eos: int) -> torch.Tensor:
+    """[sos, y1..yn, eos-pad] (N, L) with lens n+1 -> [sos, yn..y1, eos-pad], without pad_sequence."""
+    tokens = hyps[:, 1:]
+    lens = (hyps_lens - 1).unsqueeze(1)
+    steps = torch.arange(tokens.size(1), device=hyps.device).unsqueeze(0)
+    valid = steps < lens
+    index = (lens - 1 - steps) * valid
+    reversed_tokens = torch.where(valid, torch.gather(tokens, 1, index), torch.full_like(tokens, eos))
+    return torch.cat([hyps[:, :1], reversed_tokens], dim=1)
+
+
+class RescoringDecoder(torch.nn.Module):
+    """Attention rescoring scores for N hypotheses of one utterance (cpu/decoder.onnx).
+
+    hyps (N, L) int64 = [sos, tokens.., eos padding], hyps_lens (N,) int64 = tokens + 1,
+    encoder_out (1, T, D) -> score (N, L, V), r_score (N, L, V): decoder log-probabilities;
+    r_score reads each hypothesis right to left (zeros without a right-to-left decoder).
+    """
+
+    def __init__(self, model: ASRModel):
+        super().__init__()
+        self.decoder = model.decoder
+        self.eos = model.eos
+        self.bidirectional = hasattr(model.decoder, "right_decoder")
+
+    def forward(self, hyps, hyps_lens, encoder_out):
+        num_hyps = hyps.size(0)
+        memory = encoder_out.repeat(num_hyps, 1, 1)
+        memory_mask = torch.ones(num_hyps, 1, memory.size(1), dtype=torch.bool, device=memory.device)
+        r_hyps = reverse_hyps(hyps, hyps_lens, self.eos)
+        out, r_out, _ = self.decoder(memory, memory_mask, hyps, hyps_lens, r_hyps, 1.0 if self.bidirectional else 0.0)
+        score = torch.log_softmax(out, dim=-1)
+        r_score = torch.log_softmax(r_out, dim=-1) if self.bidirectional else torch.zeros_like(score)
+        return score, r_score
+
+
+class BatchEncoder(torch.nn.Module):
+    """Batched full-context encoder with CTC and its top-k (gpu/encoder.onnx).
+
+    speech (B, T, F), speech_lengths (B,) int32 -> encoder_out (B, T', D), encoder_out_lens (B,) int32,
+    ctc_log_probs (B, T', V), beam_log_probs (B, T', K), beam_log_probs_idx (B, T', K) int64
+    """
+
+    def __init__(self, model: ASRModel, beam_size: int):
+        super().__init__()
+        self.encoder = model.encoder
+        self.ctc = model.ctc
+        self.beam_size = beam_size
+
+    def forward(self, speech, speech_lengths):
+        encoder_out, mask = self.encoder(speech, speech_lengths, -1, -1)
+        lens = mask.squeeze(1).sum(1).int()
+        log_probs = self.ctc.log_softmax(encoder_out)
+        beam_log_probs, beam_idx = torch.topk(log_probs, self.beam_size, dim=2)
+        return encoder_out, lens, log_probs, beam_log_probs, beam_idx
+
+
+class BatchStreamingEncoder(torch.nn.Module):
+    """One chunk for B independent streams, each with its own offset and cache (gpu/encoder_streaming.onnx).
+
+    chunk_xs (B, W, F), chunk_lens (B,) int32, offset (B, 1) int64, att_cache (B, L, h, C, 2*d_k),
+    cnn_cache (B, L, D, K-1), cache_mask (B, 1, C) float (1 = filled slot)
+    -> log_probs (B, chunk, V), log_probs_idx (B, chunk, K), chunk_out (B, chunk, D),
+       chunk_out_lens (B,) int32, r_offset, r_att_cache, r_cnn_cache, r_cache_mask
+    """
+
+    def __init__(self, model: ASRModel, beam_size: int):
+        super().__init__()
+        self.encoder = model.encoder
+        self.ctc = model.ctc
+        self.beam_size = beam_size
+
+    def forward(self, chunk_xs, chunk_lens, offset, att_cache, cnn_cache, cache_mask):
+        enc = self.encoder
+        masks = ~make_pad_mask(chunk_lens, chunk_xs.size(1)).unsqueeze(1)
+        xs = enc.global_cmvn(chunk_xs) if enc.global_cmvn is not None else chunk_xs
+        xs, _, masks = enc.embed(xs, masks, offset)
+        cache_size = att_cache.size(3)
+        pos_emb = enc.embed.position_encoding(offset - cache_size, cache_size + xs.size(1))
+        att_mask = torch.cat([cache_mask > 0.5, masks], dim=2)  # (B, 1, C + chunk)
+        r_att, r_cnn = [], []
+        for i, layer in enumerate(enc.encoders):
+            xs, _, new_att, new_cnn = layer(xs, att_mask, pos_emb, masks, att_cache[:, i], cnn_cache[:, i])
+            r_att.append(new_att[:, :, xs.size(1) :].unsqueeze(1))
+            r_cnn.append(new_cnn.unsqueeze(1))
+        if enc.normalize_before:
+            xs = enc.after_norm(xs)
+        has_conv = getattr(enc.encoders[0], "conv_module", None) is not None
+        r_cnn_cache = torch.cat(r_cnn, dim=1) if has_conv else cnn_cache  # (B, L, D, 0) passes through
+        log_probs = self.ctc.log_softmax(xs)
+        top_log_probs, top_idx = torch.topk(log_probs, self.beam_size, dim=2)
+        out_lens = masks.squeeze(1).sum(1).int()
+        r_cache_mask = torch.cat([cache_mask, masks.float()], dim=2)[:, :, xs.size(1) :]
+        return (
+            top_log_probs,
+            top_idx,
+            xs,
+            out_lens,
+            offset + out_lens.unsqueeze(1).long(),
+            torch.cat(r_att, dim=1),
+            r_cnn_cache,
+            r_cache_mask,
+        )
+
+
+class BatchRescoringDecoder(torch.nn.Module):
+    """Attention rescoring inside the graph for B utterances x K hypotheses (gpu/decoder.onnx).
+
+    encoder_out (B, T, D), encoder_out_lens (B,) int32, hyps_pad_sos_eos (B, K, L) int64,
+    hyps_lens_sos (B, K) int32, r_hyps_pad_sos_eos (B, K, L) int64, ctc_score (B, K) float,
+    ctc_weight (1,) float, reverse_weight (1,) float -> best_index (B,) int64
+    (hyps_pad_sos_eos: [sos, tokens, eos, eos padding]; lens count sos + tokens)
+    """
+
+    def __init__(self, model: ASRModel):
+        super().__init__()
+        self.decoder = model.decoder
+        self.bidirectional = hasattr(model.decoder, "right_decoder")
+
+    def forward(self, encoder_out, encoder_out_lens, hyps_pad_sos_eos, hyps_lens_sos, r_hyps_pad_sos_eos,
+                ctc_score, ctc_weight, reverse_weight):
+        b, k, length = hyps_pad_sos_eos.shape
+        memory = encoder_out.unsqueeze(1).repeat(1, k, 1, 1).view(b * k, encoder_out.size(1), -1)
+        lens = encoder_out_lens.unsqueeze(1).repeat(1, k).view(-1)
+        memory_mask = ~make_pad_mask(lens, encoder_out.size(1)).unsqueeze(1)
+        ys_in = hyps_pad_sos_eos.view(b * k, length)[:, :-1]
+        r_ys_in = r_hyps_pad_sos_eos.view(b * k, length)[:, :-1]
+        ys_lens = hyps_lens_sos.view(-1).long()
+        out, r_out, _ = self.decoder(memory, memory_mask, ys_in, ys_lens, r_ys_in, 1.0 if self.bidirectional else 0.0)
+        targets = hyps_pad_sos_eos.view(b * k, length)[:, 1:]  # tokens then eos (then eos padding)
+        valid = (torch.arange(length - 1, device=targets.device).unsqueeze(0) < ys_lens.unsqueeze(1)).float()
+        score = (torch.log_softmax(out, -1).gather(2, targets.unsqueeze(2)).squeeze(2) * valid).sum(1)
+        if self.bidirectional:
+            r_targets = r_hyps_pad_sos_eos.view(b * k, length)[:, 1:]
+            r_score = (torch.log_softmax(r_out, -1).gather(2, r_targets.unsqueeze(2)).squeeze(2) * valid).sum(1)
+            score = score * (1 - reverse_weight) + r_score * reverse_weight
+        total = score.view(b, k) + ctc_weight * ctc_score
+        return torch.argmax(total, dim=1)
+
+
+def io_shapes(model: ASRModel, chunk_size: int, left_chunks: int) -> Tuple[int, int, int, int, int]:
+    """(layers, heads, d_k, cache frames, conv cache frames) of the streaming interface."""
+    enc = model.encoder
+    conv = getattr(enc.encoders[0], "conv_module", None)
+    lorder = conv.lorder if conv is not None else 0
+    cache = chunk_size * left_chunks if left_chunks > 0 else 0
+    return len(enc.encoders), enc.attention_heads, enc.output_size() // enc.attention_heads, cache, lorder

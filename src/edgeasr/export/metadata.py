@@ -1,0 +1,63 @@
+"""Every exported file carries its own geometry in metadata_props; later stages read it back.
+
+Keys follow WeNet's exporter (read by WeNet's onnxruntime runtime) plus sherpa-onnx's names.
+"""
+
+from pathlib import Path
+from typing import Dict, Mapping
+
+import onnx
+
+from ..model.asr_model import ASRModel
+
+
+def model_geometry(model: ASRModel, chunk_size: int, left_chunks: int) -> Dict[str, object]:
+    """The facts a runtime needs to drive the model, from the model itself."""
+    enc = model.encoder
+    first = enc.encoders[0]
+    conv = getattr(first, "conv_module", None)
+    kernel = conv.depthwise_conv.kernel_size[0] if conv is not None else 1
+    embed = enc.embed
+    window = (chunk_size - 1) * embed.subsampling_rate + embed.right_context + 1 if chunk_size > 0 else 67
+    decoder_type = {"BiTransformerDecoder": "bitransformer", "TransformerDecoder": "transformer"}.get(
+        type(model.decoder).__name__, "none"
+    )
+    return {
+        "encoder": "conformer" if conv is not None or hasattr(first, "norm_mha") else "transformer",
+        "decoder": decoder_type,
+        "output_size": enc.output_size(),
+        "num_blocks": len(enc.encoders),
+        "head": enc.attention_heads,
+        "cnn_module_kernel": kernel,
+        "subsampling_rate": embed.subsampling_rate,
+        "subsampling_factor": embed.subsampling_rate,  # sherpa-onnx's name for the same number
+        "right_context": embed.right_context,
+        "feature_size": enc.input_size,
+        "vocab_size": model.vocab_size,
+        "sos_symbol": model.sos,
+        "eos_symbol": model.eos,
+        "is_bidirectional_decoder": int(decoder_type == "bitransformer"),
+        "chunk_size": chunk_size,
+        "left_chunks": left_chunks,
+        "decoding_window": window,
+        "batch": 1,
+    }
+
+
+def write_metadata(path: Path, meta: Mapping[str, object]) -> None:
+    """Add (or replace) metadata_props on a saved ONNX file."""
+    proto = onnx.load(str(path))
+    existing = {p.key: p for p in proto.metadata_props}
+    for key, value in meta.items():
+        prop = existing.get(key) or proto.metadata_props.add()
+        prop.key, prop.value = str(key), str(value)
+    onnx.save(proto, str(path))
+
+
+def read_metadata(path: Path) -> Dict[str, str]:
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def metadata_int(meta: Mapping[str, str], key: str) -> int:
+    return int(meta[key])

@@ -1,0 +1,55 @@
+"""Tracing to ONNX and opening sessions, with the settings every exporter shares."""
+
+from pathlib import Path
+from typing import Dict, Sequence, Tuple
+
+import onnx
+import onnxruntime as ort
+import torch
+
+from ..errors import EdgeAsrError
+
+
+def export_graph(
+    module: torch.nn.Module,
+    args: Tuple,
+    path: Path,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: Dict[str, Dict[int, str]],
+    opset: int,
+    optional_inputs: Sequence[str] = (),
+) -> None:
+    """TorchScript-based export (dynamo=False: the dynamo exporter ignores opset_version and keeps
+    data-dependent shapes); node names keep the module path, e.g. /encoder/encoders.3/self_attn/...
+    A declared input the graph does not use is an error unless listed in `optional_inputs`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    proto = onnx.load(str(path))
+    got = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    if got != opset:
+        raise EdgeAsrError(f"{path}: exported with opset {got}, expected {opset}")
+    missing = set(input_names) - set(optional_inputs) - {i.name for i in proto.graph.input}
+    if missing:
+        raise EdgeAsrError(f"{path}: inputs {sorted(missing)} were dropped by the exporter")
+    onnx.checker.check_model(proto)
+
+
+def session(path: Path, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session with `threads` intra-op threads (1 for real-time-factor measurements)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -1,0 +1,65 @@
+"""sherpa/: one streaming model (encoder + CTC log-softmax) and tokens.txt that
+`sherpa_onnx.OnlineRecognizer.from_wenet_ctc` loads unchanged.
+
+sherpa-onnx feeds six inputs by position (x, offset (1,), required_cache_size (1,), attn_cache,
+conv_cache, attn_mask), starts `offset` at chunk * left_chunks, and reads head, num_blocks,
+output_size, cnn_module_kernel, right_context, subsampling_factor and vocab_size from metadata,
+with model_type = wenet_ctc.
+"""
+
+import shutil
+from pathlib import Path
+from typing import Dict
+
+import torch
+
+from ..errors import EdgeAsrError
+from ..frontend.datalist import read_symbol_table
+from ..model.asr_model import ASRModel
+from .cpu import streaming_example_inputs
+from .graphs import StreamingEncoder, dense_moe
+from .metadata import model_geometry, write_metadata
+from .onnx_io import export_graph
+
+
+class SherpaStreamingModel(torch.nn.Module):
+    """x (1, W, F), offset (1,), required_cache_size (1,), attn_cache (L, h, C, 2*d_k),
+    conv_cache (L, 1, D, K-1), attn_mask (1, 1, C + chunk) -> log_probs (1, chunk, V), caches."""
+
+    def __init__(self, model: ASRModel):
+        super().__init__()
+        self.encoder = StreamingEncoder(model)
+        self.ctc = model.ctc
+
+    def forward(self, x, offset, required_cache_size, attn_cache, conv_cache, attn_mask):
+        out, new_attn_cache, new_conv_cache = self.encoder(x, offset, required_cache_size, attn_cache, conv_cache, attn_mask)
+        return self.ctc.log_softmax(out), new_attn_cache, new_conv_cache
+
+
+def export_sherpa(model: ASRModel, units: Path, out_dir: Path, chunk_size: int, left_chunks: int,
+                  opset: int = 13) -> Dict[str, Path]:
+    if left_chunks <= 0:
+        raise EdgeAsrError(
+            f"streaming.num_decoding_left_chunks: sherpa-onnx's WeNet runtime needs a fixed cache (> 0), got {left_chunks}"
+        )
+    if read_symbol_table(units).get("<blank>") != 0:
+        # sherpa-onnx exits the process (not an exception) when tokens.txt lacks it.
+        raise EdgeAsrError(f"{units}: sherpa-onnx needs '<blank> 0' in tokens.txt")
+    chunk, offset, required, att_cache, cnn_cache, att_mask = streaming_example_inputs(model, chunk_size, left_chunks)
+    path = out_dir / "model.onnx"
+    with dense_moe(model):
+        export_graph(
+            SherpaStreamingModel(model),
+            (chunk, offset.reshape(1), required.reshape(1), att_cache, cnn_cache, att_mask),
+            path,
+            ["x", "offset", "required_cache_size", "attn_cache", "conv_cache", "attn_mask"],
+            ["log_probs", "new_attn_cache", "new_conv_cache"],
+            {"x": {1: "T"}, "log_probs": {1: "T"}},
+            opset,
+        )
+    meta = model_geometry(model, chunk_size, left_chunks)
+    write_metadata(path, {**meta, "model_type": "wenet_ctc", "version": "1", "opset": opset,
+                          "num_left_chunks": left_chunks})
+    tokens = out_dir / "tokens.txt"
+    shutil.copy(units, tokens)
+    return {"model": path, "tokens": tokens}

@@ -1,0 +1,63 @@
+"""export: cpu/ (WeNet runtime, + INT8), gpu/ (batched), sherpa/ ONNX models, each checked against PyTorch."""
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from edgeasr.cli import run_stage
+from edgeasr.decode import TorchBackend
+from edgeasr.decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend, OnnxSherpaGraphBackend
+from edgeasr.errors import EdgeAsrError
+from edgeasr.evaluate.runner import prepare, write_json
+from edgeasr.export.cpu import export_cpu
+from edgeasr.export.gpu import export_gpu
+from edgeasr.export.parity import compare, require, rescoring_agreement
+from edgeasr.export.sherpa import export_sherpa
+from edgeasr.model import load_model
+from edgeasr.params import load_stage_params
+
+OUT = Path("exp/export")
+
+
+def main(argv: list) -> None:
+    p = load_stage_params("export", argv)
+    torch.set_num_threads(1)
+    model, _, _ = load_model(p.model.dir)
+    chunk, left = p.streaming.chunk_size, p.streaming.num_decoding_left_chunks
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    cpu = export_cpu(model, OUT / "cpu", chunk, left, p.export.opset)
+    gpu = export_gpu(model, OUT / "gpu", chunk, left, p.export.gpu_beam_size, p.export.opset)
+    sherpa = export_sherpa(model, Path(model.provenance["units"]), OUT / "sherpa", chunk, left, p.export.opset)
+
+    first_set = next(iter(p.data.test_sets.values()))
+    utts = [u.feats for u in prepare(Path(first_set), p.export.parity_utts)]
+    reference = TorchBackend(model, reverse_weight=0.3)
+    cpu_backend = OnnxCpuBackend(cpu["encoder"], cpu["ctc"], cpu.get("decoder"))
+    gpu_backend = OnnxGpuBackend(gpu["encoder"], gpu["encoder_streaming"], gpu.get("decoder"))
+    report = {
+        "cpu": compare(reference, cpu_backend, utts, chunk, left),
+        "gpu_offline": compare(reference, gpu_backend, utts, -1, -1),
+        "gpu_streaming": compare(reference, gpu_backend, utts, chunk, left),
+        "sherpa": compare(reference, OnnxSherpaGraphBackend(sherpa["model"]), utts, chunk, left, ("ctc_log_probs",)),
+    }
+    for name, diffs in report.items():
+        require(name, diffs)
+    # Quantized copies change numbers by design: measured here, judged by CER in eval_onnx.
+    int8 = OnnxCpuBackend(cpu["encoder_int8"], cpu["ctc_int8"], cpu.get("decoder_int8"))
+    report["cpu_int8"] = compare(reference, int8, utts, chunk, left)
+    if model.decoder is not None:
+        for name, backend in (("cpu", cpu_backend), ("gpu_offline", gpu_backend)):
+            agreement = rescoring_agreement(reference, backend, utts, ctc_weight=0.5, reverse_weight=0.3)
+            if agreement < 1.0:
+                raise EdgeAsrError(f"{name}: decoder.onnx picks a different rescored hypothesis than PyTorch")
+            report[name]["rescoring_agreement"] = agreement
+    report["size_mb"] = {
+        str(path.relative_to(OUT)): round(path.stat().st_size / 1e6, 3) for path in sorted(OUT.rglob("*.onnx"))
+    }
+    write_json(Path("metrics/export.json"), report)
+
+
+if __name__ == "__main__":
+    run_stage(main)
