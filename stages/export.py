@@ -1,11 +1,10 @@
 """export: cpu/ (WeNet runtime, + INT8), gpu/ (batched), sherpa/ ONNX models, each checked against PyTorch."""
 
-import shutil
 from pathlib import Path
 
 import torch
 
-from edgeasr.cli import run_stage
+from edgeasr.cli import fresh_dir, run_stage
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend, OnnxSherpaGraphBackend
 from edgeasr.errors import EdgeAsrError
@@ -25,8 +24,7 @@ def main(argv: list) -> None:
     torch.set_num_threads(1)
     model, _, _ = load_model(p.model.dir)
     chunk, left = p.streaming.chunk_size, p.streaming.num_decoding_left_chunks
-    if OUT.exists():
-        shutil.rmtree(OUT)
+    fresh_dir(OUT)
     cpu = export_cpu(model, OUT / "cpu", chunk, left, p.export.opset)
     gpu = export_gpu(model, OUT / "gpu", chunk, left, p.export.gpu_beam_size, p.export.opset)
     sherpa = export_sherpa(model, Path(model.provenance["units"]), OUT / "sherpa", chunk, left, p.export.opset)

@@ -1,9 +1,8 @@
 """synth: the demo speech corpus (wavs, data.lists, units.txt) under data/demo."""
 
-import shutil
 from pathlib import Path
 
-from edgeasr.cli import run_stage
+from edgeasr.cli import fresh_dir, run_stage
 from edgeasr.demo.corpus import CorpusConfig, build_corpus
 from edgeasr.params import load_stage_params
 
@@ -12,10 +11,7 @@ OUT = Path("data/demo")  # a fixed output: with data=lists nothing is written el
 
 def main(argv: list) -> None:
     p = load_stage_params("synth", argv)
-    out = OUT
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out = fresh_dir(OUT)
     if not p.data.synth.enabled:
         (out / "README.txt").write_text(f"Nothing synthesized: data={p.data.name} uses its own lists.\n")
         return
@@ -29,9 +25,11 @@ def main(argv: list) -> None:
         heldout_voices=s.heldout_voices,
         noise_fraction=s.noise_fraction,
         snr_db=tuple(s.snr_db),
+        floor_snr_db=tuple(s.floor_snr_db),
         rate_wpm=tuple(s.rate_wpm),
         pitch=tuple(s.pitch),
         pitch_range=tuple(s.pitch_range),
+        exclude_voices=tuple(s.exclude_voices),
     )
     print(build_corpus(cfg, out))
 

@@ -1,9 +1,8 @@
 """train: the demo model in WeNet's format under exp/trained_model (or nothing, for model=wenet)."""
 
-import shutil
 from pathlib import Path
 
-from edgeasr.cli import run_stage
+from edgeasr.cli import fresh_dir, run_stage
 from edgeasr.demo.trainer import TrainConfig, train
 from edgeasr.evaluate.runner import write_json
 from edgeasr.params import load_stage_params, to_dict
@@ -13,9 +12,7 @@ OUT = Path("exp/trained_model")
 
 def main(argv: list) -> None:
     p = load_stage_params("train", argv)
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+    fresh_dir(OUT)
     t = p.model.train
     if not t.enabled:
         (OUT / "README.txt").write_text(f"Nothing trained: model={p.model.name} is read from model.dir.\n")

@@ -80,6 +80,7 @@ def test_second_repro_runs_nothing(repo):
         ("streaming.num_decoding_left_chunks=2", {"eval_torch", "export", "eval_onnx"}),
         ("export.gpu_beam_size=4", {"export", "eval_onnx"}),
         ("model.train.seed=1", {"train", "eval_torch", "export", "eval_onnx"}),
+        ("model=demo_moe", {"train", "eval_torch", "export", "eval_onnx"}),
         ("data.synth.seed=7", ALL),
     ],
 )

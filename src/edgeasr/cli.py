@@ -1,7 +1,9 @@
 """Shared entry-point behaviour for stage scripts: one-line errors, non-zero exit, INFO logging."""
 
 import logging
+import shutil
 import sys
+from pathlib import Path
 from typing import Callable
 
 from .errors import EdgeAsrError
@@ -16,3 +18,11 @@ def run_stage(main: Callable[[list], None]) -> None:
     except EdgeAsrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def fresh_dir(path: Path) -> Path:
+    """An empty output folder: a stage's outputs never mix with a previous run's."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path

@@ -34,9 +34,11 @@ class CorpusConfig:
     heldout_voices: int  # voice variants reserved for test_unseen_voice
     noise_fraction: float  # share of utterances mixed with noise
     snr_db: Tuple[float, float]
+    floor_snr_db: Tuple[float, float]  # recording noise floor under every utterance
     rate_wpm: Tuple[int, int]
     pitch: Tuple[int, int]
     pitch_range: Tuple[int, int]
+    exclude_voices: Tuple[str, ...] = ()  # espeak-ng variants not used at all (effects, not speakers)
 
     def __post_init__(self) -> None:
         for name in ("num_train", "num_test", "num_test_unseen_voice", "num_cali"):
@@ -84,15 +86,20 @@ def colored_noise(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
 
 
 def render(speaker: Speaker, text: str, voice: Voice, cfg: CorpusConfig, rng: np.random.Generator) -> np.ndarray:
-    """One utterance at 16 kHz: speak, trim, resample, maybe add noise, random gain."""
+    """One utterance at 16 kHz: speak, trim, resample, noise floor, maybe noise, random gain."""
     audio = resample(speaker.say(text, voice), speaker.sample_rate)
     audio = trim_silence(audio.astype(np.float64))
     lead = np.zeros(int(rng.uniform(0.05, 0.3) * SAMPLE_RATE))
     tail = np.zeros(int(rng.uniform(0.05, 0.3) * SAMPLE_RATE))
     audio = np.concatenate([lead, audio, tail])
+    speech_rms = float(np.sqrt(np.mean(audio**2)))
+    # espeak-ng writes exact digital silence (also between words); a microphone never does, and
+    # log-fbank of zeros (log FLT_EPSILON) would dominate the CMVN statistics. Every utterance gets
+    # a recording noise floor; `noise_fraction` of them get real noise on top.
+    floor_snr = rng.uniform(*cfg.floor_snr_db)
+    audio = audio + colored_noise(rng, audio.size, "pink") * speech_rms / (10 ** (floor_snr / 20))
     if rng.random() < cfg.noise_fraction:
         snr = rng.uniform(*cfg.snr_db)
-        speech_rms = float(np.sqrt(np.mean(audio**2)))
         noise = colored_noise(rng, audio.size, str(rng.choice(["white", "pink", "brown"])))
         audio = audio + noise * speech_rms / (10 ** (snr / 20))
     audio *= rng.uniform(0.3, 0.9) / max(float(np.abs(audio).max()), 1e-9)
@@ -111,7 +118,7 @@ def random_voice(rng: random.Random, variants: Sequence[str], cfg: CorpusConfig)
 def plan_corpus(cfg: CorpusConfig) -> Dict[str, List[Tuple[str, Voice]]]:
     """(sentence, voice) per utterance and split, from the seed alone."""
     rng = random.Random(cfg.seed)
-    variants = voice_variants()
+    variants = [v for v in voice_variants() if v not in set(cfg.exclude_voices)]
     rng.shuffle(variants)
     if cfg.heldout_voices <= 0 or cfg.heldout_voices >= len(variants):
         raise EdgeAsrError(f"data.synth.heldout_voices: must be in 1..{len(variants) - 1}")

@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..decode import Backend, DecodeOptions, recognize
+from ..export.parity import max_abs_diff
 from ..frontend import read_audio
 from .cer import score
 from .runner import PreparedUtterance, detokenize
@@ -26,13 +27,6 @@ def read_hyps(path: Path) -> Dict[str, dict]:
 def reference_log_probs(reference: Backend, prepared: Sequence[PreparedUtterance], opts: DecodeOptions) -> List[np.ndarray]:
     return [recognize(reference, p.feats, DecodeOptions(opts.chunk_size, opts.num_left_chunks, modes=())).log_probs
             for p in prepared]
-
-
-def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
-    if a.shape != b.shape:
-        return float("inf")
-    finite = np.isfinite(a) & np.isfinite(b)
-    return float(np.abs(a[finite] - b[finite]).max()) if finite.any() else 0.0
 
 
 def summarize(
@@ -71,7 +65,7 @@ def evaluate_family(
         start = time.perf_counter()
         rec = recognize(backend, p.feats, opts)
         decode_time += time.perf_counter() - start
-        worst = max(worst, _max_abs(ref, rec.log_probs))
+        worst = max(worst, max_abs_diff(ref, rec.log_probs))
         hyps.append({mode: detokenize(ids, id_to_token) for mode, ids in rec.hyps.items()})
     audio = sum(p.seconds for p in prepared)
     result: Dict[str, object] = summarize(hyps, prepared, baseline_hyps, baseline_metrics, context, opts.modes)

@@ -18,7 +18,8 @@ ENCODER_TOL = 1e-4  # max |diff| of encoder frames
 LOG_PROB_TOL = 1e-3  # max |diff| of CTC log-probabilities over the finite entries
 
 
-def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest |a - b| over entries finite in both (top-K log-probs leave the rest -inf); inf on shape mismatch."""
     if a.shape != b.shape:
         return float("inf")
     finite = np.isfinite(a) & np.isfinite(b)
@@ -43,7 +44,7 @@ def compare(
             ref, got = reference.encode(feats), candidate.encode(feats)
         for index, name in enumerate(("encoder_out", "ctc_log_probs")):
             if name in worst:
-                worst[name] = max(worst[name], _max_abs(ref[index], got[index]))
+                worst[name] = max(worst[name], max_abs_diff(ref[index], got[index]))
     return worst
 
 

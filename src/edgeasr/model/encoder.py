@@ -103,6 +103,16 @@ class BaseEncoder(torch.nn.Module):
     def output_size(self) -> int:
         return self._output_size
 
+    def make_attention(self, kind: str, query_bias: bool, key_bias: bool, value_bias: bool) -> torch.nn.Module:
+        return ATTENTION_CLASSES[kind](
+            self.attention_heads,
+            self._output_size,
+            self.attention_dropout_rate,
+            query_bias=query_bias,
+            key_bias=key_bias,
+            value_bias=value_bias,
+        )
+
     def forward(
         self,
         xs: torch.Tensor,
@@ -227,14 +237,7 @@ class TransformerEncoder(BaseEncoder):
         self.encoders = torch.nn.ModuleList(
             TransformerEncoderLayer(
                 d,
-                ATTENTION_CLASSES[selfattention_layer_type](
-                    self.attention_heads,
-                    d,
-                    self.attention_dropout_rate,
-                    query_bias=query_bias,
-                    key_bias=key_bias,
-                    value_bias=value_bias,
-                ),
+                self.make_attention(selfattention_layer_type, query_bias, key_bias, value_bias),
                 make_ffn(
                     d, self.linear_units, self.dropout_rate, activation, mlp_type, mlp_bias, n_expert, n_expert_activated
                 ),
@@ -283,14 +286,7 @@ class ConformerEncoder(BaseEncoder):
         self.encoders = torch.nn.ModuleList(
             ConformerEncoderLayer(
                 d,
-                ATTENTION_CLASSES[selfattention_layer_type](
-                    self.attention_heads,
-                    d,
-                    self.attention_dropout_rate,
-                    query_bias=query_bias,
-                    key_bias=key_bias,
-                    value_bias=value_bias,
-                ),
+                self.make_attention(selfattention_layer_type, query_bias, key_bias, value_bias),
                 ffn(),
                 ffn() if macaron_style else None,
                 ConvolutionModule(d, cnn_module_kernel, activation, cnn_module_norm, causal, conv_bias, conv_norm_eps)
