@@ -38,7 +38,10 @@ def main(argv: list) -> None:
         "gpu_streaming": (gpu_backend, "streaming"),
         "gpu_offline": (gpu_backend, "full"),
     }
-    sherpa = SherpaRecognizer(EXPORT / "sherpa", chunk, left, p.eval.threads)
+    sherpa = {
+        "sherpa": SherpaRecognizer(EXPORT / "sherpa", chunk, left, p.eval.threads, wenet_frontend=True),
+        "sherpa_default_frontend": SherpaRecognizer(EXPORT / "sherpa", chunk, left, p.eval.threads, wenet_frontend=False),
+    }
     reference = TorchBackend(model, reverse_weight=p.eval.reverse_weight)
     baseline = json.loads(Path("metrics/torch.json").read_text())
     metrics = {}
@@ -51,8 +54,10 @@ def main(argv: list) -> None:
                                     baseline_hyps, baseline[name], family)
             for family, (backend, ctx) in families.items()
         }
-        metrics[name]["sherpa"] = evaluate_audio_recognizer(sherpa.transcribe, prepared, baseline_hyps, baseline[name],
-                                                            "sherpa")
+        for family, recognizer in sherpa.items():
+            metrics[name][family] = evaluate_audio_recognizer(
+                recognizer.transcribe, prepared, baseline_hyps, baseline[name], family
+            )
     write_json(Path("metrics/onnx.json"), metrics)
 
 

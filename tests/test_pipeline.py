@@ -61,7 +61,8 @@ def test_first_run_writes_metrics(repo):
     assert (repo / "exp" / "eval_torch" / "test.jsonl").is_file()
     assert {"train.yaml", "final.pt", "units.txt", "global_cmvn"} <= {p.name for p in (repo / "exp/trained_model").iterdir()}
     onnx_metrics = json.loads((repo / "metrics" / "onnx.json").read_text())
-    assert set(onnx_metrics["test"]) == {"cpu", "cpu_int8", "gpu_streaming", "gpu_offline", "sherpa"}
+    assert set(onnx_metrics["test"]) == {"cpu", "cpu_int8", "gpu_streaming", "gpu_offline", "sherpa",
+                                         "sherpa_default_frontend"}
     for family in ("cpu", "gpu_streaming", "gpu_offline"):
         assert onnx_metrics["test"][family]["ctc_greedy"]["cer_delta"] == 0.0
     assert json.loads((repo / "metrics" / "export.json").read_text())["cpu"]["encoder_out"] < 1e-4

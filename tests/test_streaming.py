@@ -67,3 +67,21 @@ def test_full_context_differs_from_chunked(feats):
         full, _ = model.encoder(feats, torch.tensor([feats.size(1)]), -1, -1)
         chunked, _ = model.encoder(feats, torch.tensor([feats.size(1)]), 2, 1)
     assert (full - chunked).abs().max().item() > 1e-3
+
+
+def test_causal_conv_module_matches_its_definition():
+    """Independent of the streaming path: zero-pad the module input by K-1 frames (WeNet pads x, so
+    padded frames become GLU(bias), not 0), pointwise + GLU, depthwise over [t-K+1, t], norm, act, pointwise."""
+    from edgeasr.model.convolution import ConvolutionModule
+
+    torch.manual_seed(0)
+    m = ConvolutionModule(4, 7, torch.nn.ReLU(), "batch_norm", causal=True).eval()
+    x = torch.randn(1, 20, 4)
+    with torch.no_grad():
+        y, _ = m(x)
+        h = torch.nn.functional.glu(m.pointwise_conv1(torch.nn.functional.pad(x.transpose(1, 2), (6, 0))), dim=1)
+        w = m.depthwise_conv.weight[:, 0, :]
+        ref = torch.stack([(w * h[0, :, t : t + 7]).sum(1) for t in range(20)], dim=1)[None]
+        ref = ref + m.depthwise_conv.bias[:, None]
+        ref = m.pointwise_conv2(torch.relu(m.norm(ref))).transpose(1, 2)
+    assert (y - ref).abs().max().item() < 1e-6

@@ -43,7 +43,7 @@ def summarize(
         same = [h[mode] == baseline_hyps[p.utt.key][context][mode] for p, h in zip(prepared, hyps)]
         out[mode] = {
             "cer": round(cer, 4),
-            "cer_delta": round(cer - baseline_metrics[context][mode]["cer"], 4),
+            "cer_delta": round(cer - baseline_metrics[context][mode]["cer"], 4) + 0.0,  # no -0.0
             "identical": round(float(np.mean(same)), 4),
         }
     return out

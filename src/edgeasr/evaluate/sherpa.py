@@ -1,5 +1,11 @@
 """Decode with sherpa-onnx's own C++ runtime (its own front end and streaming loop): our
-compatibility check for sherpa/model.onnx, not a re-implementation of it."""
+compatibility check for sherpa/model.onnx, not a re-implementation of it.
+
+The model is loaded with `OnlineRecognizer.from_wenet_ctc` exactly as documented. Its feature
+extractor defaults differ from WeNet's front end (high_freq -400 Hz instead of Nyquist, snip_edges
+false instead of true); with `wenet_frontend=True` the recognizer is rebuilt from its own config
+with WeNet's settings, which is how a WeNet model should be run.
+"""
 
 from pathlib import Path
 
@@ -9,7 +15,7 @@ from ..frontend import SAMPLE_RATE
 
 
 class SherpaRecognizer:
-    def __init__(self, model_dir: Path, chunk_size: int, left_chunks: int, threads: int = 1):
+    def __init__(self, model_dir: Path, chunk_size: int, left_chunks: int, threads: int = 1, wenet_frontend: bool = True):
         import sherpa_onnx  # optional at import time of edgeasr; required by eval_onnx
 
         self.recognizer = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
@@ -22,6 +28,12 @@ class SherpaRecognizer:
             feature_dim=80,
             decoding_method="greedy_search",
         )
+        if wenet_frontend:
+            config = self.recognizer.config
+            config.feat_config = sherpa_onnx.FeatureExtractorConfig(
+                sampling_rate=SAMPLE_RATE, feature_dim=80, low_freq=20.0, high_freq=0.0, dither=0.0, snip_edges=True
+            )
+            self.recognizer.recognizer = type(self.recognizer.recognizer)(config)
 
     def transcribe(self, samples: np.ndarray) -> str:
         """(N,) float32 at 16 kHz -> text; 0.5 s of trailing silence flushes the last chunk."""
