@@ -4,7 +4,7 @@ from pathlib import Path
 
 from edgeasr.cli import fresh_dir, run_stage
 from edgeasr.demo.corpus import CorpusConfig, build_corpus
-from edgeasr.params import load_stage_params
+from edgeasr.params import dataclass_from, load_stage_params
 
 OUT = Path("data/demo")  # a fixed output: with data=lists nothing is written elsewhere
 
@@ -15,22 +15,7 @@ def main(argv: list) -> None:
     if not p.data.synth.enabled:
         (out / "README.txt").write_text(f"Nothing synthesized: data={p.data.name} uses its own lists.\n")
         return
-    s = p.data.synth
-    cfg = CorpusConfig(
-        seed=s.seed,
-        num_train=s.num_train,
-        num_test=s.num_test,
-        num_test_unseen_voice=s.num_test_unseen_voice,
-        num_cali=s.num_cali,
-        heldout_voices=s.heldout_voices,
-        noise_fraction=s.noise_fraction,
-        snr_db=tuple(s.snr_db),
-        floor_snr_db=tuple(s.floor_snr_db),
-        rate_wpm=tuple(s.rate_wpm),
-        pitch=tuple(s.pitch),
-        pitch_range=tuple(s.pitch_range),
-        exclude_voices=tuple(s.exclude_voices),
-    )
+    cfg = dataclass_from(CorpusConfig, p.data.synth)
     print(build_corpus(cfg, out))
 
 

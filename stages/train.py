@@ -5,7 +5,7 @@ from pathlib import Path
 from edgeasr.cli import fresh_dir, run_stage
 from edgeasr.demo.trainer import TrainConfig, train
 from edgeasr.evaluate.runner import write_json
-from edgeasr.params import load_stage_params, to_dict
+from edgeasr.params import dataclass_from, load_stage_params, to_dict
 
 OUT = Path("exp/trained_model")
 
@@ -18,17 +18,7 @@ def main(argv: list) -> None:
         (OUT / "README.txt").write_text(f"Nothing trained: model={p.model.name} is read from model.dir.\n")
         write_json(Path("metrics/train.json"), {"trained": False})
         return
-    cfg = TrainConfig(
-        seed=t.seed,
-        time_budget_s=t.time_budget_s,
-        max_epochs=t.max_epochs,
-        batch_frames=t.batch_frames,
-        peak_lr=t.peak_lr,
-        warmup_steps=t.warmup_steps,
-        grad_clip=t.grad_clip,
-        threads=t.threads,
-        spec_aug=t.spec_aug,
-    )
+    cfg = dataclass_from(TrainConfig, t)
     report = train(to_dict(t.architecture), cfg, Path(p.data.train_list), Path(p.data.units), OUT)
     write_json(Path("metrics/train.json"), {"trained": True, **report})
 

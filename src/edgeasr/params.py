@@ -9,13 +9,16 @@ compose function (what `dvc exp run -S` does).
 """
 
 import sys
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Type, TypeVar
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .errors import EdgeAsrError
+
+T = TypeVar("T")
 
 
 def declared_params(dvc_yaml: Path, stage: str) -> List[str]:
@@ -76,6 +79,12 @@ def load_stage_params(stage: str, argv: Sequence[str] = (), root: Path = Path(".
 
 def to_dict(cfg: DictConfig) -> Dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def dataclass_from(cls: Type[T], section: DictConfig) -> T:
+    """A config dataclass from the params section holding its fields (lists become tuples)."""
+    values = {f.name: section[f.name] for f in fields(cls) if f.name in section}
+    return cls(**{k: tuple(v) if isinstance(v, ListConfig) else v for k, v in values.items()})
 
 
 def compose(output: Path, overrides: Sequence[str], conf_dir: Path = Path("conf")) -> None:
