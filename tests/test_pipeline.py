@@ -1,6 +1,7 @@
 """Tier 2: the real dvc.yaml, conf/ and stages/ in a temporary git + DVC repository with the tiny
 preset; each param change must rerun exactly the stages that read it."""
 
+import json
 import os
 import re
 import shutil
@@ -51,8 +52,6 @@ def repo(tmp_path_factory) -> Path:
 
 def test_first_run_writes_metrics(repo):
     """torch.json has every set, context and mode; exports were checked; onnx.json compares each family."""
-    import json
-
     metrics = json.loads((repo / "metrics" / "torch.json").read_text())
     assert set(metrics) == {"test", "test_unseen_voice"}
     for context in ("streaming", "full"):
@@ -90,3 +89,29 @@ def test_param_change_reruns_exactly(repo, override, expected):
     assert stages_run(run(DVC_REPRO, repo)) == expected
     compose(repo / "params.yaml", ["experiment=tiny"], repo / "conf")
     run(DVC_REPRO, repo)  # back to the base (from DVC's run cache where it can)
+
+
+def test_own_model_and_lists_train_and_synthesize_nothing(repo, tmp_path):
+    """model=wenet + data=lists on a WeNet-format directory and lists outside the repository."""
+    own = tmp_path / "own"
+    for item in ("dvc.yaml", "conf", "stages", "src", ".dvc/config"):
+        dst = own / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, dst)
+    run(["git", "init", "-q"], own)
+    run([sys.executable, "-m", "dvc", "init", "-q", "--force"], own)
+    shutil.copy(ROOT / ".dvc" / "config", own / ".dvc" / "config")
+    lists = repo / "data" / "demo"
+    compose(own / "params.yaml", [
+        "model=wenet", f"model.dir={repo / 'exp' / 'trained_model'}",
+        "data=lists", f"data.root={lists}", f"data.test_sets={{mine: {lists / 'test' / 'data.list'}}}",
+        f"data.cali_list={lists / 'cali' / 'data.list'}", "eval.beam_size=3",
+    ], own / "conf")
+    run(["git", "add", "-A"], own)
+    run(["git", "commit", "-qm", "own model"], own)
+    run(DVC_REPRO, own)
+    assert "Nothing trained" in (own / "exp" / "trained_model" / "README.txt").read_text()
+    assert "Nothing synthesized" in (own / "data" / "demo" / "README.txt").read_text()
+    assert not (own / "data" / "demo" / "wavs").exists()
+    assert set(json.loads((own / "metrics" / "torch.json").read_text())) == {"mine"}
+    assert set(json.loads((own / "metrics" / "onnx.json").read_text())) == {"mine"}
