@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from edgeasr.frontend.cmvn import mean_istd  # the same arithmetic load_cmvn uses
 from edgeasr.model import ModelSpec, build_model
 
 VOCAB = 23  # <blank>, <unk>, 20 characters, <sos/eos>
@@ -103,10 +104,8 @@ def cmvn_json(feat_dim: int, seed: int = 0) -> Dict[str, Any]:
 
 
 def make_model(arch: str, feat_dim: int = 20, seed: int = 0):
-    from edgeasr.frontend.cmvn import _finish  # the same arithmetic load_cmvn uses
-
     stats = cmvn_json(feat_dim, seed)
-    cmvn = _finish(stats["mean_stat"], stats["var_stat"], stats["frame_num"])
+    cmvn = mean_istd(stats["mean_stat"], stats["var_stat"], stats["frame_num"])
     model = build_model(ModelSpec(train_yaml(arch, feat_dim), VOCAB), cmvn)
     return randomize_(model, seed)
 

@@ -27,7 +27,6 @@ class OnnxCpuBackend(ScoringBackend):
 
     def __init__(self, encoder: Path, ctc: Path, decoder: Optional[Path], threads: int = 1):
         meta = read_metadata(encoder)
-        self.meta = meta
         self.geometry = Geometry(int(meta["subsampling_rate"]), int(meta["right_context"]), int(meta["feature_size"]))
         self.chunk_size = int(meta["chunk_size"])
         self.left_chunks = int(meta["left_chunks"])

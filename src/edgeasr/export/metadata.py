@@ -57,7 +57,3 @@ def write_metadata(path: Path, meta: Mapping[str, object]) -> None:
 def read_metadata(path: Path) -> Dict[str, str]:
     proto = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in proto.metadata_props}
-
-
-def metadata_int(meta: Mapping[str, str], key: str) -> int:
-    return int(meta[key])

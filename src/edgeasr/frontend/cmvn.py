@@ -10,7 +10,8 @@ import numpy as np
 from ..errors import EdgeAsrError
 
 
-def _finish(sums: List[float], squares: List[float], count: float) -> Tuple[np.ndarray, np.ndarray]:
+def mean_istd(sums: List[float], squares: List[float], count: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-dimension sums, sums of squares and frame count -> float32 mean and 1/std."""
     means, istd = [], []
     for s, sq in zip(sums, squares):
         mean = s / count
@@ -23,7 +24,7 @@ def _finish(sums: List[float], squares: List[float], count: float) -> Tuple[np.n
 def _load_json(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     try:
         stats = json.loads(path.read_text())
-        return _finish(list(stats["mean_stat"]), list(stats["var_stat"]), float(stats["frame_num"]))
+        return mean_istd(list(stats["mean_stat"]), list(stats["var_stat"]), float(stats["frame_num"]))
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise EdgeAsrError(f"{path}: not a JSON cmvn file with mean_stat/var_stat/frame_num ({exc})") from None
 
@@ -39,7 +40,7 @@ def _load_kaldi_text(path: Path) -> Tuple[np.ndarray, np.ndarray]:
         raise EdgeAsrError(f"{path}: not a Kaldi text cmvn matrix ('[ sums count squares 0 ]')")
     dim = (len(arr) - 4) // 2
     values = [float(v) for v in arr[1:-1]]
-    return _finish(values[:dim], values[dim + 1 : 2 * dim + 1], values[dim])
+    return mean_istd(values[:dim], values[dim + 1 : 2 * dim + 1], values[dim])
 
 
 def load_cmvn(path: str | Path, is_json: bool | None = None) -> Tuple[np.ndarray, np.ndarray]:
