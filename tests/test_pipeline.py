@@ -16,7 +16,7 @@ from edgeasr.params import compose
 ROOT = Path(__file__).resolve().parents[1]
 DVC_REPRO = [sys.executable, "-m", "dvc", "repro"]
 pytestmark = pytest.mark.pipeline
-ALL = {"synth", "train", "eval_torch", "export", "eval_onnx"}
+ALL = {"synth", "train", "eval_torch", "export", "eval_onnx", "export_bpu", "eval_bpu"}
 
 
 def run(cmd, cwd: Path) -> str:
@@ -65,6 +65,11 @@ def test_first_run_writes_metrics(repo):
     for family in ("cpu", "gpu_streaming", "gpu_offline"):
         assert onnx_metrics["test"][family]["ctc_greedy"]["cer_delta"] == 0.0
     assert json.loads((repo / "metrics" / "export.json").read_text())["cpu"]["encoder_out"] < 1e-4
+    bpu = json.loads((repo / "metrics" / "bpu.json").read_text())
+    for name in ("test", "test_unseen_voice"):
+        assert bpu[name]["bpu_float"]["ctc_greedy"]["cer_delta"] == 0.0
+        assert bpu[name]["bpu_float"]["ctc_prefix_beam"]["identical"] == 1.0
+    assert json.loads((repo / "metrics" / "bpu_ops.json").read_text())["encoder"]["cpu_unexpected"] == 0
 
 
 def test_second_repro_runs_nothing(repo):
@@ -74,13 +79,14 @@ def test_second_repro_runs_nothing(repo):
 @pytest.mark.parametrize(
     "override,expected",
     [
-        ("eval.beam_size=2", {"eval_torch", "eval_onnx"}),
-        ("eval.modes=[ctc_greedy]", {"eval_torch", "eval_onnx"}),
-        ("streaming.chunk_size=4", {"eval_torch", "export", "eval_onnx"}),
-        ("streaming.num_decoding_left_chunks=2", {"eval_torch", "export", "eval_onnx"}),
+        ("eval.beam_size=2", {"eval_torch", "eval_onnx", "eval_bpu"}),
+        ("eval.modes=[ctc_greedy]", {"eval_torch", "eval_onnx", "eval_bpu"}),
+        ("streaming.chunk_size=4", {"eval_torch", "export", "eval_onnx", "export_bpu", "eval_bpu"}),
+        ("streaming.num_decoding_left_chunks=2", {"eval_torch", "export", "eval_onnx", "export_bpu", "eval_bpu"}),
         ("export.gpu_beam_size=4", {"export", "eval_onnx"}),
-        ("model.train.seed=1", {"train", "eval_torch", "export", "eval_onnx"}),
-        ("model=demo_moe", {"train", "eval_torch", "export", "eval_onnx"}),
+        ("bpu.layer_norm_on_bpu=true", {"export_bpu", "eval_bpu"}),
+        ("model.train.seed=1", {"train", "eval_torch", "export", "eval_onnx", "export_bpu", "eval_bpu"}),
+        ("model=demo_moe", {"train", "eval_torch", "export", "eval_onnx", "export_bpu", "eval_bpu"}),
         ("data.synth.seed=7", ALL),
     ],
 )
@@ -115,3 +121,4 @@ def test_own_model_and_lists_train_and_synthesize_nothing(repo, tmp_path):
     assert not (own / "data" / "demo" / "wavs").exists()
     assert set(json.loads((own / "metrics" / "torch.json").read_text())) == {"mine"}
     assert set(json.loads((own / "metrics" / "onnx.json").read_text())) == {"mine"}
+    assert set(json.loads((own / "metrics" / "bpu.json").read_text())) == {"mine"}

@@ -5,7 +5,7 @@ run a batch of different lengths. A difference above the tolerance fails the exp
 worst tensor. INT8 copies are measured, not checked (quantization changes numbers by design).
 """
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -64,9 +64,9 @@ def rescoring_agreement(
     return float(np.mean(same))
 
 
-def require(name: str, diffs: Dict[str, float]) -> None:
+def require(name: str, diffs: Dict[str, float], limits: Optional[Dict[str, float]] = None) -> None:
     """Raise naming the worst tensor of `name` if any difference exceeds its tolerance."""
-    limits = {"encoder_out": ENCODER_TOL, "ctc_log_probs": LOG_PROB_TOL}
+    limits = limits or {"encoder_out": ENCODER_TOL, "ctc_log_probs": LOG_PROB_TOL}
     over: List[str] = [
         f"{tensor} max|diff| {value:.3g} > {limits[tensor]:g}" for tensor, value in diffs.items() if value > limits[tensor]
     ]

@@ -1,0 +1,112 @@
+"""Calibration data for hb_mapper: real chunk inputs with real caches, in its on-disk layout.
+
+For a seeded sample of utterances, each is streamed through the X3 float encoder (the board
+protocol, exact variant), so every chunk sees the caches the chunks before it built. One randomly
+chosen chunk per utterance gives the encoder's calibration sample (all of its inputs); every chunk's
+encoder output is a sample for the CTC graph. Files are raw headerless float32 in the exact input
+shape (C order), one folder per model input:
+
+    <out>/encoder/<input_name>/<utt>.<chunk>.bin     <out>/ctc/hidden/<utt>.<chunk>.bin
+
+plus <out>/manifest.json. Same list, seed and model: the same bytes.
+"""
+
+import json
+import logging
+from pathlib import Path
+from typing import Dict, Iterator, List, Mapping, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from ..decode.bpu_backend import OnnxBpuBackend
+from ..decode.streaming import chunk_windows
+from ..errors import EdgeAsrError
+from ..frontend import compute_fbank, read_audio, read_data_list
+
+log = logging.getLogger(__name__)
+
+ENCODER_DIR, CTC_DIR = "encoder", "ctc"
+
+
+def select_utterances(num_available: int, max_samples: int, seed: int) -> List[int]:
+    """Sorted indices of a seeded sample of `max_samples` (all of them when fewer are available)."""
+    if max_samples <= 0:
+        raise EdgeAsrError(f"calibrate.max_samples: {max_samples} (must be a positive number of utterances)")
+    if num_available == 0:
+        raise EdgeAsrError("calibration list is empty")
+    if max_samples >= num_available:
+        return list(range(num_available))
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(num_available, size=max_samples, replace=False))
+
+
+def write_sample(folder: Path, name: str, array: np.ndarray) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    np.ascontiguousarray(array, dtype=np.float32).tofile(folder / name)
+
+
+def build_calibration(encoder: Path, ctc: Path, data_list: Path, max_samples: int, seed: int, out: Path) -> dict:
+    """Write the calibration folders under `out`; returns the manifest."""
+    utts = read_data_list(data_list)
+    chosen = select_utterances(len(utts), max_samples, seed)
+    note = ""
+    if max_samples > len(utts):
+        note = f"asked for {max_samples} utterances, {data_list} has {len(utts)}: all are used"
+        log.warning(note)
+    backend = OnnxBpuBackend(encoder, ctc, "exact")
+    rng = np.random.default_rng(seed + 1)
+    counts: Dict[str, int] = {}
+    samples: List[str] = []
+    for index in tqdm(chosen, desc="calibrate", unit="utt"):
+        utt = utts[index]
+        feats = compute_fbank(read_audio(utt.wav))
+        windows = list(chunk_windows(feats.shape[0], backend.geometry, backend.chunk_size))
+        if not windows:
+            log.warning("%s: shorter than one chunk window, skipped", utt.key)
+            continue
+        pick = int(rng.integers(len(windows)))
+        state = backend.start_stream(backend.chunk_size, backend.left_chunks)
+        for chunk_index, (start, end) in enumerate(windows):
+            feeds, _ = backend.inputs(feats[start:end], state)
+            stem = f"{utt.key}.{chunk_index}.bin"
+            if chunk_index == pick:
+                for name, array in feeds.items():
+                    write_sample(out / ENCODER_DIR / name, stem, array)
+                    counts[name] = counts.get(name, 0) + 1
+                samples.append(stem)
+            outputs = backend.encoder.run(None, feeds)
+            write_sample(out / CTC_DIR / "hidden", stem, outputs[0])
+            counts["hidden"] = counts.get("hidden", 0) + 1
+            state = type(state)(state.chunks_done + 1, outputs[1], outputs[2] if len(outputs) > 2 else None)
+    manifest = {
+        "data_list": str(data_list),
+        "utterances_available": len(utts),
+        "utterances_used": len(samples),
+        "max_samples": max_samples,
+        "seed": seed,
+        "encoder_samples": samples,
+        "files_per_input": dict(sorted(counts.items())),
+        "shapes": {i.name: list(i.shape) for i in backend.encoder.get_inputs()} | {"hidden": list(
+            backend.ctc.get_inputs()[0].shape)},
+        "note": note,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_samples(folders: Mapping[str, Path], shapes: Mapping[str, Sequence[int]], limit: int = 0) -> Iterator[dict]:
+    """{input: array} per sample, from one folder per input with the same file names in each."""
+    first = next(iter(folders.values()))
+    names = sorted(p.name for p in first.glob("*.bin"))
+    if not names:
+        raise EdgeAsrError(f"{first}: no calibration samples (*.bin)")
+    for name in names[: limit or None]:
+        yield {
+            key: np.fromfile(folder / name, dtype=np.float32).reshape(shapes[key]) for key, folder in folders.items()
+        }
+
+
+def calibration_folders(cal_dir: Path, model: str, input_names: Sequence[str]) -> Dict[str, Path]:
+    """input name -> its folder, for the encoder's or the CTC graph's inputs."""
+    return {name: cal_dir / model / name for name in input_names}

@@ -1,0 +1,169 @@
+"""Where would the X3 (bernoulli2) run each node: BPU or CPU, and which published constraint decided.
+
+An estimate from the rules below, read from Horizon's X3 operator list (the "supported op list and
+restrictions" chapter of the PTQ guide) and from WeNet's X3 recipe; the authority is
+`hb_mapper checker` on a machine with the toolchain. Every CPU node is also classified:
+*expected* when the rewrite puts it there by design (LayerNorm kept on the CPU, the attention
+core, MoE routing, the input layout transpose), *unexpected* otherwise: an unexpected node splits
+the BPU graph where nobody planned it, and should be fixed in the rewrite.
+
+Nodes are found by op type and by the scope in their name (`/encoders.3/self_attn/...`, which the
+exporter derives from module paths); no auto-generated name is ever hard-coded.
+"""
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+
+import onnx
+from onnx import numpy_helper, shape_inference
+
+OP_LIST = "X3 op list"  # Horizon PTQ guide, supported op list and restrictions (bernoulli2 / XJ3)
+WENET = "WeNet X3 recipe"  # wenet/bin/export_onnx_bpu.py and runtime/horizonbpu
+
+MAX_KERNEL, MAX_GROUP_CHANNELS, MAX_PLAIN_CHANNELS, MAX_KERNEL_VOLUME = 7, 2048, 4096, 32768
+NEVER_ON_BPU = {"Cast", "Constant", "Dropout", "Reshape", "Squeeze", "Unsqueeze", "Shape"}
+ELEMENTWISE = {"Add", "Sub", "Mul", "Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "PRelu", "BatchNormalization"}
+DATA_MOVEMENT = {"Concat", "Split", "Slice"}
+CPU_FALLBACK = {  # op -> why it runs on the CPU
+    "Transpose": f"{OP_LIST}: Transpose only for NCHW<->NHWC layout changes; others on CPU",
+    "MatMul": f"{WENET}: MatMul of two feature maps (attention scores) runs on the CPU (attn_run_on_bpu=False)",
+    "Softmax": f"{OP_LIST}: Softmax runs on the CPU by default",
+    "Pow": "HORIZON.md / WeNet X3 recipe: Pow is a typical CPU fallback",
+    "ReduceMean": f"{WENET}: LayerNorm reductions run on the CPU (ln_run_on_bpu=False)",
+    "Sqrt": f"{OP_LIST}: no BPU kernel for Sqrt on bernoulli2",
+    "Div": f"{OP_LIST}: no BPU kernel for Div of two feature maps on bernoulli2",
+    "Erf": f"{OP_LIST}: no BPU kernel for Erf (GELU) on bernoulli2",
+    "Equal": f"{OP_LIST}: comparisons run on the CPU",
+    "Less": f"{OP_LIST}: comparisons run on the CPU",
+    "Where": f"{OP_LIST}: Where runs on the CPU",
+    "TopK": f"{OP_LIST}: TopK runs on the CPU",
+    "Gather": f"{OP_LIST}: Gather runs on the CPU",
+}
+# Scopes where CPU nodes are there by design (checked against the node name).
+EXPECTED_CPU_SCOPES = [
+    (re.compile(r"/(norm\w*|after_norm)/"), "LayerNorm kept on the CPU (bpu.layer_norm_on_bpu decomposes it)"),
+    (re.compile(r"/self_attn/(?!linear_)"), "attention core: scores and softmax between feature maps"),
+    (re.compile(r"/feed_forward\w*/(?!experts)"), "MoE routing: top-k and softmax over the gate"),
+]
+
+
+@dataclass
+class Placement:
+    node: str
+    op: str
+    device: str  # BPU | CPU
+    reason: str
+    expected: Optional[bool]  # for CPU nodes: placed there by design; None on the BPU
+
+    def as_row(self) -> Dict[str, str]:
+        expected = "" if self.expected is None else ("expected" if self.expected else "UNEXPECTED")
+        return {"node": self.node, "op": self.op, "device": self.device, "cpu": expected, "reason": self.reason}
+
+
+def _shapes(model: onnx.ModelProto) -> Dict[str, List[int]]:
+    inferred = shape_inference.infer_shapes(model)
+    shapes = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        shapes[value.name] = [d.dim_value for d in value.type.tensor_type.shape.dim]
+    for init in model.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    return shapes
+
+
+def _conv_reason(node: onnx.NodeProto, shapes: Dict[str, List[int]], weights: Dict[str, List[int]]) -> Optional[str]:
+    """None when the conv fits the X3 limits, else the limit it breaks."""
+    # A weight shared between convs reaches some of them through an Identity: use its inferred shape.
+    out_ch, in_per_group, kh, kw = weights.get(node.input[1]) or shapes[node.input[1]]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    group = attrs.get("group", 1)
+    dilations = attrs.get("dilations", [1, 1])
+    if len(shapes.get(node.input[0], [])) != 4:
+        return f"{OP_LIST}: Conv runs on the BPU for 4-D inputs only"
+    if kh > MAX_KERNEL or kw > MAX_KERNEL:
+        return f"{OP_LIST}: Conv kernel {kh}x{kw} > {MAX_KERNEL}x{MAX_KERNEL}"
+    plain = group == 1 and all(d == 1 for d in dilations)
+    limit = MAX_PLAIN_CHANNELS if plain else MAX_GROUP_CHANNELS
+    if in_per_group > limit or out_ch // group > limit:
+        return f"{OP_LIST}: Conv channels {in_per_group} -> {out_ch // group} per group > {limit}"
+    if kh * kw * in_per_group > MAX_KERNEL_VOLUME:
+        return f"{OP_LIST}: Conv kernel volume {kh}x{kw}x{in_per_group} > {MAX_KERNEL_VOLUME}"
+    if any(d & (d - 1) for d in dilations):
+        return f"{OP_LIST}: Conv dilation {dilations} not a power of two"
+    return None
+
+
+def place_node(node: onnx.NodeProto, shapes: Dict[str, List[int]], weights: Dict[str, List[int]]) -> Placement:
+    ranks = [len(shapes.get(name, [])) for name in node.input if name]
+    if node.op_type == "Conv":
+        why = _conv_reason(node, shapes, weights)
+        device, reason = ("CPU", why) if why else ("BPU", f"{OP_LIST}: Conv within kernel <= 7x7, channel limits")
+    elif node.op_type in NEVER_ON_BPU:
+        device, reason = "CPU", f"{OP_LIST}: {node.op_type} cannot run on the BPU"
+    elif node.op_type in ELEMENTWISE | DATA_MOVEMENT:
+        if all(rank in (0, 1, 4) for rank in ranks) and 4 in ranks:
+            device, reason = "BPU", f"{OP_LIST}: {node.op_type} on 4-D tensors"
+        else:
+            device, reason = "CPU", f"HORIZON.md: {node.op_type} on non-4-D tensors falls back to the CPU"
+    else:
+        device, reason = "CPU", CPU_FALLBACK.get(node.op_type, f"{OP_LIST}: {node.op_type} is not a BPU op")
+    expected = None
+    if device == "CPU":
+        expected, reason = _expected(node, reason)
+    return Placement(node.name, node.op_type, device, reason, expected)
+
+
+def _expected(node: onnx.NodeProto, reason: str):
+    for pattern, why in EXPECTED_CPU_SCOPES:
+        if pattern.search(node.name):
+            return True, f"{reason} [by design: {why}]"
+    if node.op_type == "Transpose" and node.input[0] == "chunk":
+        return True, f"{reason} [by design: features (1, 1, W, F) -> (1, 1, F, W) at the input]"
+    return False, reason
+
+
+def placement_report(path) -> List[Placement]:
+    """One Placement per compute node of the ONNX file (Constant / Identity nodes are not compute)."""
+    model = onnx.load(str(path))
+    shapes = _shapes(model)
+    weights = {init.name: list(numpy_helper.to_array(init).shape) for init in model.graph.initializer}
+    return [
+        place_node(node, shapes, weights)
+        for node in model.graph.node
+        if node.op_type not in ("Constant", "Identity")
+    ]
+
+
+def summarize(report: Sequence[Placement]) -> Dict[str, object]:
+    """Counts by device and op; the unexpected CPU nodes by name."""
+    by_op: Dict[str, Dict[str, int]] = {}
+    for p in report:
+        by_op.setdefault(p.op, {"BPU": 0, "CPU": 0})[p.device] += 1
+    return {
+        "nodes": len(report),
+        "bpu": sum(p.device == "BPU" for p in report),
+        "cpu": sum(p.device == "CPU" for p in report),
+        "cpu_expected": sum(p.expected is True for p in report),
+        "cpu_unexpected": sum(p.expected is False for p in report),
+        "unexpected_nodes": [p.node for p in report if p.expected is False],
+        "by_op": dict(sorted(by_op.items())),
+    }
+
+
+def nodes_matching(report: Iterable[Placement], op: str, scope: str) -> List[str]:
+    """Node names of type `op` whose name matches the regex `scope` (e.g. `^/embed/conv/conv\\.0/`)."""
+    pattern = re.compile(scope)
+    return [p.node for p in report if p.op == op and pattern.search(p.node)]
+
+
+def write_table(path: Path, reports: Mapping[str, Sequence[Placement]]) -> None:
+    """The per-node table (graph, node, op, device, cpu, reason) as CSV."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["graph", "node", "op", "device", "cpu", "reason"])
+        writer.writeheader()
+        for graph, report in reports.items():
+            for p in report:
+                writer.writerow({"graph": graph, **p.as_row()})

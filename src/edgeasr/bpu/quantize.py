@@ -1,0 +1,198 @@
+"""Emulated X3 INT8 quantization with onnxruntime, and float-vs-quantized cosine per node.
+
+hb_mapper quantizes the nodes the BPU runs to symmetric INT8 and leaves CPU nodes in float. The
+emulation does the same: static QDQ, symmetric activations and weights, only the nodes the
+placement report puts on the BPU (minus `run_on_cpu`). hb_mapper's calibration types map to
+onnxruntime calibrators:
+
+    max                  -> MinMax
+    max + max_percentile -> Percentile (the percentile of |x|, 2048-bin histogram)
+    kl                   -> Entropy with a 512-bin histogram and 128 quantized bins. onnxruntime's
+                            quantize_static does not forward the bin settings, and its defaults
+                            (128 / 128) make Entropy pick the full range, i.e. MinMax: so we run
+                            the calibrator ourselves and hand its ranges to the QDQ quantizer.
+    default              -> max, max with percentile 0.99995 and kl are each tried; the one whose
+                            output cosine on the first calibration sample is best is kept, as
+                            hb_mapper does ("Select kl method.").
+"""
+
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType
+from onnxruntime.quantization.calibrate import TensorsData, create_calibrator
+from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+from ..errors import EdgeAsrError
+
+KL_NUM_BINS, KL_QUANTIZED_BINS = 512, 128  # finer than the quantized grid, so KL can clip; onnxruntime
+# searches thresholds in a Python loop per tensor (2048 bins: ~0.5 s per tensor), 512 keeps it ~4x cheaper
+DEFAULT_PERCENTILE = 0.99995  # hb_mapper's percentile candidate in `default`
+DEFAULT_CANDIDATES = (("max", 1.0), ("max", DEFAULT_PERCENTILE), ("kl", 1.0))
+
+
+class Samples(CalibrationDataReader):
+    """Feeds a list of {input: array} to an onnxruntime calibrator."""
+
+    def __init__(self, samples: Sequence[Mapping[str, np.ndarray]]):
+        self.samples = list(samples)
+        self.position = 0
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        if self.position >= len(self.samples):
+            return None
+        self.position += 1
+        return dict(self.samples[self.position - 1])
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
+def calibration_method(calibration_type: str, max_percentile: float) -> Tuple[CalibrationMethod, dict]:
+    """hb_mapper's calibration_type (+ max_percentile) -> onnxruntime calibrator and its options."""
+    if calibration_type == "max":
+        if max_percentile < 1.0:
+            return CalibrationMethod.Percentile, {"percentile": 100.0 * max_percentile, "num_bins": 2048,
+                                                  "symmetric": True}
+        return CalibrationMethod.MinMax, {"symmetric": True}
+    if calibration_type == "kl":
+        return CalibrationMethod.Entropy, {"num_bins": KL_NUM_BINS, "num_quantized_bins": KL_QUANTIZED_BINS,
+                                           "symmetric": True}
+    raise EdgeAsrError(f"calibration_type {calibration_type!r}: the emulation supports default, max, kl")
+
+
+def tensor_ranges(model: Path, samples: Sequence[Mapping[str, np.ndarray]], op_types: Sequence[str],
+                  calibration_type: str, max_percentile: float) -> TensorsData:
+    method, options = calibration_method(calibration_type, max_percentile)
+    with tempfile.TemporaryDirectory() as tmp:
+        calibrator = create_calibrator(model, list(op_types), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=method, extra_options=options)
+        calibrator.collect_data(Samples(samples))
+        return calibrator.compute_data()
+
+
+def quantize(model: Path, out: Path, samples: Sequence[Mapping[str, np.ndarray]], bpu_nodes: Sequence[str],
+             calibration_type: str, max_percentile: float, per_channel: bool) -> Path:
+    """Static symmetric INT8 QDQ of `bpu_nodes` only; every other node stays float."""
+    proto = onnx.load(str(model))
+    op_types = sorted({n.op_type for n in proto.graph.node if n.name in set(bpu_nodes)})
+    ranges = tensor_ranges(model, samples, op_types, calibration_type, max_percentile)
+    quantizer = QDQQuantizer(
+        load_model_with_shape_infer(model), per_channel, False, QuantType.QInt8, QuantType.QInt8, ranges,
+        list(bpu_nodes), [], op_types,
+        {"ActivationSymmetric": True, "WeightSymmetric": True, "ForceQuantizeNoInputCheck": True},
+    )
+    quantizer.quantize_model()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    quantizer.model.save_model_to_file(str(out))
+    return out
+
+
+def _with_all_outputs(model: onnx.ModelProto, names: Iterable[str]) -> bytes:
+    """The model serialized with `names` added as float graph outputs (for per-node comparison)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    existing = {o.name for o in copy.graph.output}
+    for name in names:
+        if name not in existing:
+            copy.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return copy.SerializeToString()
+
+
+def _plain_session(model: bytes) -> ort.InferenceSession:
+    """No graph optimizations: QDQ stays simulated and every intermediate tensor keeps its name."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def float_outputs(model: onnx.ModelProto) -> List[Tuple[str, str, str]]:
+    """(node name, op type, output tensor) for every float output of a compute node."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    return [
+        (node.name, node.op_type, out)
+        for node in model.graph.node
+        if node.op_type not in ("Constant", "Identity")
+        for out in node.output[:1]
+        if types.get(out) == onnx.TensorProto.FLOAT
+    ]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0.0 and nb == 0.0:
+        return 1.0
+    return float(a @ b / max(na * nb, 1e-30))
+
+
+def node_cosines(float_model: Path, quant_model: Path, samples: Sequence[Mapping[str, np.ndarray]]) -> List[dict]:
+    """Cosine similarity of every node's output, float vs quantized, over `samples` (the value the next
+    node sees: after Quantize/Dequantize where the emulation quantized it)."""
+    base = onnx.load(str(float_model))
+    quant = onnx.load(str(quant_model))
+    nodes = float_outputs(base)
+    quant_tensors = {o for n in quant.graph.node for o in n.output}
+    seen = {out: (f"{out}_DequantizeLinear_Output" if f"{out}_DequantizeLinear_Output" in quant_tensors else out)
+            for _, _, out in nodes}
+    missing = [out for out, name in seen.items() if name not in quant_tensors]
+    if missing:
+        raise EdgeAsrError(f"{quant_model}: tensor {missing[0]} of the float model is not in the quantized one")
+    float_session = _plain_session(_with_all_outputs(base, seen))
+    quant_session = _plain_session(_with_all_outputs(quant, seen.values()))
+    float_names = [o.name for o in float_session.get_outputs()]
+    quant_names = [o.name for o in quant_session.get_outputs()]
+    acc = {out: [0.0, 0.0, 0.0] for out in seen}  # dot, |a|^2, |b|^2 over all samples
+    for sample in samples:
+        f = dict(zip(float_names, float_session.run(None, dict(sample))))
+        q = dict(zip(quant_names, quant_session.run(None, dict(sample))))
+        for out, name in seen.items():
+            a, b = f[out].astype(np.float64).ravel(), q[name].astype(np.float64).ravel()
+            acc[out][0] += float(a @ b)
+            acc[out][1] += float(a @ a)
+            acc[out][2] += float(b @ b)
+    rows = []
+    quantized = {n.name for n in quant.graph.node if any(i.endswith("_DequantizeLinear_Output") for i in n.input)}
+    for node, op, out in nodes:
+        dot, aa, bb = acc[out]
+        value = 1.0 if aa == 0.0 and bb == 0.0 else dot / max(np.sqrt(aa * bb), 1e-30)
+        rows.append({"node": node, "op": op, "int8": node in quantized, "cosine": round(float(value), 6)})
+    return rows
+
+
+def output_cosine(float_model: Path, quant_model: Path, sample: Mapping[str, np.ndarray]) -> float:
+    """Cosine of the first graph output, float vs quantized, on one sample."""
+    a = _plain_session(onnx.load(str(float_model)).SerializeToString()).run(None, dict(sample))[0]
+    b = _plain_session(onnx.load(str(quant_model)).SerializeToString()).run(None, dict(sample))[0]
+    return cosine(a, b)
+
+
+def quantize_like_hb_mapper(model: Path, out: Path, samples: Sequence[Mapping[str, np.ndarray]],
+                            bpu_nodes: Sequence[str], calibration_type: str, max_percentile: float,
+                            per_channel: bool) -> Dict[str, object]:
+    """Quantize with hb_mapper's calibration_type semantics; returns what was chosen and why."""
+    if calibration_type != "default":
+        quantize(model, out, samples, bpu_nodes, calibration_type, max_percentile, per_channel)
+        return {"calibration": calibration_type, "max_percentile": max_percentile,
+                "output_cosine_first_sample": round(output_cosine(model, out, samples[0]), 6)}
+    tried = {}
+    best = None
+    for kind, percentile in DEFAULT_CANDIDATES:
+        label = kind if percentile >= 1.0 else f"max_percentile_{percentile}"
+        candidate = out.with_name(f"{out.stem}.{label}.onnx")
+        quantize(model, candidate, samples, bpu_nodes, kind, percentile, per_channel)
+        tried[label] = round(output_cosine(model, candidate, samples[0]), 6)
+        if best is None or tried[label] > tried[best[0]]:
+            best = (label, candidate)
+    best[1].replace(out)
+    for kind, percentile in DEFAULT_CANDIDATES:
+        label = kind if percentile >= 1.0 else f"max_percentile_{percentile}"
+        out.with_name(f"{out.stem}.{label}.onnx").unlink(missing_ok=True)
+    return {"calibration": "default", "selected": best[0], "output_cosine_first_sample": tried}

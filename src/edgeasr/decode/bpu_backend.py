@@ -1,0 +1,106 @@
+"""The X3 graphs (bpu/encoder.onnx + ctc.onnx, float or quantized) driven like the board runtime.
+
+WeNet's X3 runtime (runtime/horizonbpu/bpu/bpu_asr_model.cc) feeds each chunk as one fixed window:
+the feature frames carried over from the previous window, then the new ones; the last window is
+zero-padded to the full size; `att_mask` opens one more chunk of cache per call; the CTC graph
+returns raw logits (log-softmax on the host). Two protocols:
+
+- `exact`: the padded frames of the last window are masked in `att_mask` and their outputs are
+  dropped, so the result equals PyTorch's chunk-by-chunk decoding frame for frame;
+- `board`: what WeNet's runtime does today: padding left visible to attention and every frame of
+  the last chunk decoded ("it hardly affects wer", bpu_asr_model.cc).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..export.metadata import read_metadata
+from ..export.onnx_io import session
+from .backend import Geometry
+from .search import Hyp
+
+PROTOCOLS = ("exact", "board")
+
+
+@dataclass
+class BpuStreamState:
+    chunks_done: int
+    att_cache: np.ndarray  # (1, L*h, 2*d_k, T)
+    cnn_cache: Optional[np.ndarray]  # (1, D, L, K-1), None without a conv module
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """(T, V) -> log-probabilities over V, in float32."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return (shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))).astype(np.float32)
+
+
+class OnnxBpuBackend:
+    """Streaming-only backend over the X3 graphs; CTC searches only (the board has no decoder)."""
+
+    has_decoder = False
+
+    def __init__(self, encoder: Path, ctc: Path, protocol: str = "exact", threads: int = 1):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {protocol!r}: use one of {PROTOCOLS}")
+        meta = read_metadata(encoder)
+        self.geometry = Geometry(int(meta["subsampling_rate"]), int(meta["right_context"]), int(meta["feature_size"]))
+        self.chunk_size, self.left_chunks = int(meta["chunk_size"]), int(meta["left_chunks"])
+        self.window = int(meta["decoding_window"])
+        self.protocol = protocol
+        self.encoder, self.ctc = session(encoder, threads), session(ctc, threads)
+        self.shapes = {i.name: tuple(i.shape) for i in self.encoder.get_inputs()}
+        self.heads = self.shapes["att_mask"][1]
+        self.cache_frames = self.shapes["att_cache"][3]
+
+    def encode(self, feats: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        raise ValueError("the X3 encoder is a streaming model: decode it with chunk_size > 0")
+
+    def start_stream(self, chunk_size: int, num_left_chunks: int) -> BpuStreamState:
+        if (chunk_size, num_left_chunks) != (self.chunk_size, self.left_chunks):
+            raise ValueError(f"X3 encoder exported for chunk {self.chunk_size} / left {self.left_chunks}, "
+                             f"asked for {chunk_size} / {num_left_chunks}")
+        cnn = np.zeros(self.shapes["cnn_cache"], np.float32) if "cnn_cache" in self.shapes else None
+        return BpuStreamState(0, np.zeros(self.shapes["att_cache"], np.float32), cnn)
+
+    def valid_frames(self, window_frames: int) -> int:
+        """Output frames a window of `window_frames` real feature frames produces (WeNet's rule)."""
+        g = self.geometry
+        return min(self.chunk_size, (window_frames - g.right_context - 1) // g.subsampling_rate + 1)
+
+    def att_mask(self, chunks_done: int, valid: int) -> np.ndarray:
+        """(1, h, chunk, T + chunk) float: the filled cache slots (rightmost) and this chunk's real frames."""
+        mask = np.zeros((1, self.heads, self.chunk_size, self.cache_frames + self.chunk_size), np.float32)
+        filled = min(chunks_done * self.chunk_size, self.cache_frames)
+        mask[..., self.cache_frames - filled : self.cache_frames + valid] = 1.0
+        return mask
+
+    def inputs(self, window: np.ndarray, state: BpuStreamState) -> Tuple[dict, int]:
+        """The encoder feeds for one window (W', F) with W' <= W, and the number of real output frames."""
+        chunk = np.zeros((1, 1, self.window, window.shape[1]), np.float32)
+        chunk[0, 0, : window.shape[0]] = window
+        valid = self.valid_frames(window.shape[0])
+        feeds = {
+            "chunk": chunk,
+            "att_cache": state.att_cache,
+            "att_mask": self.att_mask(state.chunks_done, valid if self.protocol == "exact" else self.chunk_size),
+        }
+        if state.cnn_cache is not None:
+            feeds["cnn_cache"] = state.cnn_cache
+        return feeds, valid
+
+    def encode_chunk(self, window: np.ndarray, state: BpuStreamState) -> Tuple[np.ndarray, np.ndarray, BpuStreamState]:
+        feeds, valid = self.inputs(window, state)
+        outputs = self.encoder.run(None, feeds)
+        hidden = outputs[0]  # (1, D, 1, chunk)
+        logits = self.ctc.run(None, {"hidden": hidden})[0][0, :, 0, :].T  # (chunk, V)
+        keep = valid if self.protocol == "exact" else self.chunk_size
+        next_state = BpuStreamState(state.chunks_done + 1, outputs[1], outputs[2] if len(outputs) > 2 else None)
+        return hidden[0, :, 0, :keep].T, log_softmax(logits[:keep]), next_state
+
+    def pick_rescored(self, encoder_out: np.ndarray, beam: Sequence[Tuple[Hyp, float]], ctc_weight: float,
+                      reverse_weight: float) -> Tuple[Hyp, float]:
+        raise ValueError("the X3 graphs have no attention decoder: use CTC modes")

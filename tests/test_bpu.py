@@ -1,0 +1,170 @@
+"""The X3 rewrite: contract, per-module and streamed parity, static export, op placement, board protocol."""
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import conftest
+from conftest import make_model
+from edgeasr.bpu import check_contract, contract_violations, export_bpu, placement_report, rewrite, summarize
+from edgeasr.bpu.encoder import check_encoder_parity
+from edgeasr.bpu.layers import Pointwise, from_4d, to_4d
+from edgeasr.bpu.placement import nodes_matching, place_node
+from edgeasr.decode import TorchBackend
+from edgeasr.decode.bpu_backend import OnnxBpuBackend
+from edgeasr.errors import EdgeAsrError
+from edgeasr.export.metadata import read_metadata
+from edgeasr.export.parity import compare
+
+CHUNK, LEFT = 4, 2
+
+
+def bpu_arch(base: str, **encoder_conf) -> str:
+    """Register a variant of a conftest architecture (no_pos unless given) and return its name."""
+    name = f"bpu:{base}:" + ",".join(f"{k}={v}" for k, v in sorted(encoder_conf.items()))
+    conf = copy.deepcopy(conftest.ARCHITECTURES[base])
+    conf["encoder_conf"].update({"pos_enc_layer_type": "no_pos", **encoder_conf})
+    conftest.ARCHITECTURES[name] = conf
+    return name
+
+
+# Inside the contract, and more than WeNet's exporter takes (which is only the first one).
+BPU_ARCHS = {
+    "wenet_x3": bpu_arch("conformer_nopos_conv2d8_relu_causal_bn"),
+    "conv2d_swish_relselfattn_lnconv": bpu_arch("conformer_relpos_conv2d_swish_ln"),
+    "transformer_conv2d6": bpu_arch("transformer_abspos_conv2d6"),
+    "moe_gelu": bpu_arch("conformer_moe_conv2d8"),
+    "postnorm_no_macaron": bpu_arch("conformer_nopos_conv2d8_relu_causal_bn", normalize_before=False,
+                                    macaron_style=False),
+}
+
+
+def utterances(n: int, seed: int = 5):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(97 + 37 * i, 20, generator=g) * 2 + 5).numpy() for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = {}
+    for key, arch in BPU_ARCHS.items():
+        model = make_model(arch)
+        encoder, ctc = rewrite(model, CHUNK, LEFT)
+        out[key] = model, export_bpu(model, encoder, ctc, tmp_path_factory.mktemp(key))
+    return out
+
+
+@pytest.mark.parametrize("key", sorted(BPU_ARCHS))
+@pytest.mark.parametrize("ln_on_bpu", [False, True])
+def test_rewrite_matches_forward_chunk(key, ln_on_bpu):
+    """Each module is checked as it is built (<= 1e-5); three chunks through the whole encoder too."""
+    model = make_model(BPU_ARCHS[key])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    encoder, _ = rewrite(model, CHUNK, LEFT, ln_on_bpu)
+    assert check_encoder_parity(model, encoder, chunks=5) < 1e-5
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the source model was modified"
+
+
+@pytest.mark.parametrize("key", sorted(BPU_ARCHS))
+def test_exported_graphs_stream_like_torch(exported, key):
+    """Whole utterances, caches partly then fully filled, padded last chunk: ONNX == PyTorch streaming."""
+    model, paths = exported[key]
+    backend = OnnxBpuBackend(paths["encoder"], paths["ctc"], "exact")
+    diffs = compare(TorchBackend(model), backend, utterances(3), CHUNK, LEFT)
+    assert diffs["encoder_out"] < 1e-5 and diffs["ctc_log_probs"] < 1e-5, diffs  # stage tolerance: 1e-4
+
+
+@pytest.mark.parametrize("key", sorted(BPU_ARCHS))
+def test_export_is_static_opset11_with_metadata(exported, key):
+    model, paths = exported[key]
+    proto = onnx.load(str(paths["encoder"]))
+    assert proto.ir_version <= 7
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [11]
+    enc = model.encoder
+    h, d, layers = enc.attention_heads, enc.output_size(), len(enc.encoders)
+    window = (CHUNK - 1) * enc.embed.subsampling_rate + enc.embed.right_context + 1
+    shapes = {i.name: [x.dim_value for x in i.type.tensor_type.shape.dim] for i in proto.graph.input}
+    expected = {"chunk": [1, 1, window, 20], "att_cache": [1, layers * h, 2 * d // h, CHUNK * LEFT],
+                "att_mask": [1, h, CHUNK, CHUNK * (LEFT + 1)]}
+    conv = getattr(enc.encoders[0], "conv_module", None)
+    if conv is not None:
+        expected["cnn_cache"] = [1, d, layers, conv.lorder]
+    assert shapes == expected
+    meta = read_metadata(paths["encoder"])
+    assert meta["input_name"].split(";") == list(shapes)
+    assert meta["input_shape"].split(";") == ["x".join(map(str, s)) for s in shapes.values()]
+    assert meta["chunk_size"] == str(CHUNK) and meta["left_chunks"] == str(LEFT) and meta["opset"] == "11"
+    ctc_inputs = [[x.dim_value for x in i.type.tensor_type.shape.dim] for i in onnx.load(str(paths["ctc"])).graph.input]
+    assert ctc_inputs == [[1, d, 1, CHUNK]]
+    # Node names tell the layer and sublayer.
+    names = [n.name for n in proto.graph.node]
+    assert any(n.startswith("/encoders.1/self_attn/linear_q/") for n in names)
+
+
+def test_contract_lists_every_violation():
+    model = make_model("conformer_relpos_conv2d_swish_ln")  # rel_pos
+    model.encoder.encoders[0].conv_module.lorder = 0  # as a non-causal module would be
+    found = {v.key for v in contract_violations(model, 0, -1)}
+    assert found == {"streaming.chunk_size", "streaming.num_decoding_left_chunks",
+                     "encoder_conf.pos_enc_layer_type", "encoder_conf.causal"}
+    with pytest.raises(EdgeAsrError, match="pos_enc_layer_type='rel_pos'.*causal"):
+        check_contract(model, CHUNK, LEFT)
+    assert contract_violations(make_model(BPU_ARCHS["wenet_x3"]), CHUNK, LEFT) == []
+
+
+def test_wide_layers_split_at_2048_channels():
+    """A 2500 -> 4100 Linear becomes a 2 x 3 grid of 1x1 convs, each within the X3 channel limit."""
+    linear = torch.nn.Linear(2500, 4100)
+    pointwise = Pointwise.of(linear)  # checked against the Linear as it is built
+    assert len(pointwise.convs) == 6
+    assert all(c.in_channels <= 2048 and c.out_channels <= 2048 for c in pointwise.convs)
+    x = torch.randn(1, 3, 2500)
+    with torch.no_grad():
+        assert torch.allclose(from_4d(pointwise(to_4d(x))), linear(x), atol=1e-4)
+
+
+def test_placement_of_the_x3_demo_architecture(exported):
+    report = placement_report(exported["wenet_x3"][1]["encoder"])
+    summary = summarize(report)
+    assert summary["cpu_unexpected"] == 0, summary["unexpected_nodes"]
+    assert summary["bpu"] > summary["cpu"] / 2
+    on_bpu = {p.node for p in report if p.device == "BPU"}
+    assert all(n in on_bpu for n in nodes_matching(report, "Conv", r"/(linear_\w|w_[12]|pointwise_conv\d)/"))
+    assert all(p.device == "CPU" and p.expected for p in report if p.op == "Softmax")
+    assert nodes_matching(report, "Conv", r"^/embed/conv/conv\.0/") == ["/embed/conv/conv.0/Conv"]
+    ctc = summarize(placement_report(exported["wenet_x3"][1]["ctc"]))
+    assert ctc["cpu"] == 0
+
+
+def test_placement_flags_gelu_and_oversized_convs(exported):
+    moe = summarize(placement_report(exported["moe_gelu"][1]["encoder"]))
+    assert moe["cpu_unexpected"] > 0 and all("activation" in n for n in moe["unexpected_nodes"])
+    weights = {"w9": [8, 8, 1, 9], "wide": [4100, 4100, 1, 1], "ok": [16, 16, 1, 7]}
+    shapes = {"x": [1, 8, 1, 20], "y": [1, 4100, 1, 20]}
+    for weight, source, limit in (("w9", "x", "kernel 1x9"), ("wide", "y", "channels 4100 -> 4100")):
+        node = onnx.helper.make_node("Conv", [source, weight], ["out"], name=f"/big/{weight}")
+        placed = place_node(node, shapes, weights)
+        assert placed.device == "CPU" and limit in placed.reason and placed.expected is False
+    fine = place_node(onnx.helper.make_node("Conv", ["x", "ok"], ["out"], name="/ok"), shapes, weights)
+    assert fine.device == "BPU"
+
+
+def test_board_protocol_pads_and_opens_the_cache_chunk_by_chunk(exported):
+    model, paths = exported["wenet_x3"]
+    exact = OnnxBpuBackend(paths["encoder"], paths["ctc"], "exact")
+    board = OnnxBpuBackend(paths["encoder"], paths["ctc"], "board")
+    state = exact.start_stream(CHUNK, LEFT)
+    first = exact.att_mask(0, CHUNK)[0, 0, 0]
+    assert first.tolist() == [0.0] * CHUNK * LEFT + [1.0] * CHUNK
+    assert exact.att_mask(1, CHUNK)[0, 0, 0].tolist() == [0.0] * CHUNK + [1.0] * 2 * CHUNK
+    assert exact.att_mask(5, 2)[0, 0, 0].tolist() == [1.0] * (CHUNK * LEFT + 2) + [0.0] * (CHUNK - 2)
+    short = np.random.default_rng(0).normal(5, 2, (exact.geometry.right_context + 1 + 8, 20)).astype(np.float32)
+    frames, log_probs, state = exact.encode_chunk(short, state)
+    assert frames.shape[0] == log_probs.shape[0] == 2 and state.chunks_done == 1
+    frames, log_probs, _ = board.encode_chunk(short, board.start_stream(CHUNK, LEFT))
+    assert frames.shape[0] == log_probs.shape[0] == CHUNK  # padding decoded, as WeNet's runtime does
+    np.testing.assert_allclose(np.exp(log_probs).sum(axis=1), 1.0, rtol=1e-5)
