@@ -16,7 +16,8 @@ from edgeasr.params import compose
 ROOT = Path(__file__).resolve().parents[1]
 DVC_REPRO = [sys.executable, "-m", "dvc", "repro"]
 pytestmark = pytest.mark.pipeline
-ALL = {"synth", "train", "eval_torch", "export", "eval_onnx", "export_bpu", "eval_bpu"}
+BPU = {"export_bpu", "eval_bpu", "calibrate", "bpu_config", "compile", "eval_quant"}
+ALL = {"synth", "train", "eval_torch", "export", "eval_onnx"} | BPU
 
 
 def run(cmd, cwd: Path) -> str:
@@ -70,6 +71,10 @@ def test_first_run_writes_metrics(repo):
         assert bpu[name]["bpu_float"]["ctc_greedy"]["cer_delta"] == 0.0
         assert bpu[name]["bpu_float"]["ctc_prefix_beam"]["identical"] == 1.0
     assert json.loads((repo / "metrics" / "bpu_ops.json").read_text())["encoder"]["cpu_unexpected"] == 0
+    quant = json.loads((repo / "metrics" / "quant.json").read_text())
+    assert quant["mode"] == "emulated" and len(quant["worst_nodes"]) == 10
+    assert set(quant["test"]) >= {"ctc_greedy", "ctc_prefix_beam", "cosine_encoder_out", "rtf"}
+    assert (repo / "exp" / "bpu_config" / "config_encoder.yaml").is_file()
 
 
 def test_second_repro_runs_nothing(repo):
@@ -79,14 +84,17 @@ def test_second_repro_runs_nothing(repo):
 @pytest.mark.parametrize(
     "override,expected",
     [
-        ("eval.beam_size=2", {"eval_torch", "eval_onnx", "eval_bpu"}),
-        ("eval.modes=[ctc_greedy]", {"eval_torch", "eval_onnx", "eval_bpu"}),
-        ("streaming.chunk_size=4", {"eval_torch", "export", "eval_onnx", "export_bpu", "eval_bpu"}),
-        ("streaming.num_decoding_left_chunks=2", {"eval_torch", "export", "eval_onnx", "export_bpu", "eval_bpu"}),
+        ("eval.beam_size=2", {"eval_torch", "eval_onnx", "eval_bpu", "eval_quant"}),
+        ("eval.modes=[ctc_greedy]", {"eval_torch", "eval_onnx", "eval_bpu", "eval_quant"}),
+        ("streaming.chunk_size=4", {"eval_torch", "export", "eval_onnx"} | BPU),
+        ("streaming.num_decoding_left_chunks=2", {"eval_torch", "export", "eval_onnx"} | BPU),
         ("export.gpu_beam_size=4", {"export", "eval_onnx"}),
-        ("bpu.layer_norm_on_bpu=true", {"export_bpu", "eval_bpu"}),
-        ("model.train.seed=1", {"train", "eval_torch", "export", "eval_onnx", "export_bpu", "eval_bpu"}),
-        ("model=demo_moe", {"train", "eval_torch", "export", "eval_onnx", "export_bpu", "eval_bpu"}),
+        ("bpu.layer_norm_on_bpu=true", BPU),
+        ("calibrate.max_samples=2", {"calibrate", "compile", "eval_quant"}),
+        ("bpu.calibration_type=kl", {"compile", "eval_quant"}),
+        ("bpu.run_on_cpu=[{op:Conv,scope:'^/embed/conv/conv\\.0/'}]", {"bpu_config", "compile", "eval_quant"}),
+        ("model.train.seed=1", {"train", "eval_torch", "export", "eval_onnx"} | BPU),
+        ("model=demo_moe", {"train", "eval_torch", "export", "eval_onnx"} | BPU),
         ("data.synth.seed=7", ALL),
     ],
 )
@@ -122,3 +130,4 @@ def test_own_model_and_lists_train_and_synthesize_nothing(repo, tmp_path):
     assert set(json.loads((own / "metrics" / "torch.json").read_text())) == {"mine"}
     assert set(json.loads((own / "metrics" / "onnx.json").read_text())) == {"mine"}
     assert set(json.loads((own / "metrics" / "bpu.json").read_text())) == {"mine"}
+    assert set(json.loads((own / "metrics" / "quant.json").read_text())) == {"mode", "worst_nodes", "mine"}

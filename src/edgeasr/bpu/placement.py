@@ -20,6 +20,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 import onnx
 from onnx import numpy_helper, shape_inference
 
+from ..errors import EdgeAsrError
+
 OP_LIST = "X3 op list"  # Horizon PTQ guide, supported op list and restrictions (bernoulli2 / XJ3)
 WENET = "WeNet X3 recipe"  # wenet/bin/export_onnx_bpu.py and runtime/horizonbpu
 
@@ -167,3 +169,16 @@ def write_table(path: Path, reports: Mapping[str, Sequence[Placement]]) -> None:
         for graph, report in reports.items():
             for p in report:
                 writer.writerow({"graph": graph, **p.as_row()})
+
+
+def resolve_run_on_cpu(report: Sequence[Placement], rules: Sequence[Mapping[str, str]], source: str) -> List[str]:
+    """Node names for `run_on_cpu` from rules {op, scope}; a rule that matches nothing is an error."""
+    names: List[str] = []
+    for index, rule in enumerate(rules):
+        if set(rule) != {"op", "scope"}:
+            raise EdgeAsrError(f"bpu.run_on_cpu[{index}]: expected keys op and scope, got {sorted(rule)}")
+        found = nodes_matching(report, rule["op"], rule["scope"])
+        if not found:
+            raise EdgeAsrError(f"bpu.run_on_cpu[{index}]: no {rule['op']} node matches {rule['scope']!r} in {source}")
+        names.extend(n for n in found if n not in names)
+    return names

@@ -18,7 +18,7 @@ onnxruntime calibrators:
 
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import onnx
@@ -133,9 +133,11 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / max(na * nb, 1e-30))
 
 
-def node_cosines(float_model: Path, quant_model: Path, samples: Sequence[Mapping[str, np.ndarray]]) -> List[dict]:
+def node_cosines(float_model: Path, quant_model: Path, samples: Sequence[Mapping[str, np.ndarray]],
+                 quantized: Set[str]) -> List[dict]:
     """Cosine similarity of every node's output, float vs quantized, over `samples` (the value the next
-    node sees: after Quantize/Dequantize where the emulation quantized it)."""
+    node sees: after Quantize/Dequantize where the emulation quantized it). Entries that are not
+    finite in both (masked attention scores are -inf) are left out."""
     base = onnx.load(str(float_model))
     quant = onnx.load(str(quant_model))
     nodes = float_outputs(base)
@@ -155,11 +157,12 @@ def node_cosines(float_model: Path, quant_model: Path, samples: Sequence[Mapping
         q = dict(zip(quant_names, quant_session.run(None, dict(sample))))
         for out, name in seen.items():
             a, b = f[out].astype(np.float64).ravel(), q[name].astype(np.float64).ravel()
+            finite = np.isfinite(a) & np.isfinite(b)
+            a, b = a[finite], b[finite]
             acc[out][0] += float(a @ b)
             acc[out][1] += float(a @ a)
             acc[out][2] += float(b @ b)
     rows = []
-    quantized = {n.name for n in quant.graph.node if any(i.endswith("_DequantizeLinear_Output") for i in n.input)}
     for node, op, out in nodes:
         dot, aa, bb = acc[out]
         value = 1.0 if aa == 0.0 and bb == 0.0 else dot / max(np.sqrt(aa * bb), 1e-30)

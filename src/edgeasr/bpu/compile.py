@@ -1,0 +1,91 @@
+"""Compile the X3 graphs: the real `hb_mapper makertbin` when it is on PATH, else an honest emulation.
+
+Both paths take the configs written by bpu_config, add the calibration method, and report per
+node how far the quantized output is from the float one (cosine similarity): hb_mapper's own table
+when compiled, onnxruntime's QDQ emulation when emulated. Every result says which it is.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import onnx
+
+from ..export.metadata import read_metadata, write_metadata
+from .calibration import calibration_folders, read_samples
+from .hb_config import read_config, run_on_cpu_list, with_calibration_method, write_config
+from .hb_mapper import collect_outputs, find_hb_mapper, parse_cosine_table, run_makertbin
+from .placement import placement_report
+from .quantize import node_cosines, quantize_like_hb_mapper
+
+log = logging.getLogger(__name__)
+MODELS = ("ctc", "encoder")  # WeNet's X3 recipe compiles ctc first, then the encoder
+
+
+@dataclass(frozen=True)
+class CalibrationMethod:
+    calibration_type: str
+    max_percentile: float
+    per_channel: bool
+
+
+def quantized_path(out_dir: Path, name: str) -> Path:
+    return out_dir / name / f"{name}_quantized_model.onnx"
+
+
+def compile_real(executable: str, name: str, config: dict, out_dir: Path) -> Dict[str, object]:
+    """One model through hb_mapper; config and log kept in out_dir/<name>/."""
+    folder = out_dir / name
+    config_path = folder / "config.yaml"
+    config = {**config, "model_parameters": {**config["model_parameters"],
+                                             "working_dir": str(folder / "model_output")}}
+    write_config(config_path, config)
+    text = run_makertbin(executable, config_path, folder / "hb_mapper_makertbin.log")
+    files = collect_outputs(folder / "model_output", config["model_parameters"]["output_model_file_prefix"], folder)
+    rows = [{"graph": name, "node": r.get("Node"), "op": r.get("Type"), "device": r.get("ON"),
+             "cosine": r.get("Cosine Similarity")} for r in parse_cosine_table(text)]
+    return {"files": files, "nodes": rows, "run_on_cpu": run_on_cpu_list(config)}
+
+
+def compile_emulated(name: str, config: dict, method: CalibrationMethod, cal_dir: Path, out_dir: Path,
+                     cosine_samples: int) -> Dict[str, object]:
+    """One model quantized by onnxruntime like hb_mapper would: the BPU nodes INT8, the rest float."""
+    folder = out_dir / name
+    write_config(folder / "config.yaml", config)  # what hb_mapper would have been given
+    model = Path(config["model_parameters"]["onnx_model"])
+    run_on_cpu = set(run_on_cpu_list(config))
+    bpu_nodes = [p.node for p in placement_report(model) if p.device == "BPU" and p.node not in run_on_cpu]
+    inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in onnx.load(str(model)).graph.input}
+    samples = list(read_samples(calibration_folders(cal_dir, name, list(inputs)), inputs))
+    out = quantized_path(out_dir, name)
+    chosen = quantize_like_hb_mapper(model, out, samples, bpu_nodes, method.calibration_type, method.max_percentile,
+                                     method.per_channel)
+    write_metadata(out, {**read_metadata(model), "quantization": "emulated_int8_qdq"})
+    rows = [{"graph": name, **row, "device": "BPU" if row["node"] in set(bpu_nodes) else "CPU"}
+            for row in node_cosines(model, out, samples[:cosine_samples], set(bpu_nodes))]
+    return {"files": {out.name: str(out)}, "nodes": rows, "run_on_cpu": sorted(run_on_cpu),
+            "calibration": chosen, "calibration_samples": len(samples), "int8_nodes": len(bpu_nodes)}
+
+
+def compile_all(config_dir: Path, cal_dir: Path, out_dir: Path, method: CalibrationMethod,
+                cosine_samples: int) -> Dict[str, object]:
+    """ctc then encoder; returns {mode, <model>: report}."""
+    executable = find_hb_mapper()
+    mode = "compiled" if executable else "emulated"
+    log.info("compile: %s", "hb_mapper at " + executable if executable else "hb_mapper not on PATH: emulating")
+    report: Dict[str, object] = {"mode": mode}
+    for name in MODELS:
+        config = with_calibration_method(read_config(config_dir / f"config_{name}.yaml"), method.calibration_type,
+                                         method.max_percentile, method.per_channel)
+        if executable:
+            report[name] = compile_real(executable, name, config, out_dir)
+        else:
+            report[name] = compile_emulated(name, config, method, cal_dir, out_dir, cosine_samples)
+    return report
+
+
+def worst_nodes(rows: Sequence[dict], count: int = 10) -> List[dict]:
+    """The `count` nodes with the lowest cosine similarity (rows without a value are skipped)."""
+    scored = [r for r in rows if isinstance(r.get("cosine"), float)]
+    return sorted(scored, key=lambda r: r["cosine"])[:count]

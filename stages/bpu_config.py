@@ -1,0 +1,29 @@
+"""bpu_config: hb_mapper config_encoder.yaml and config_ctc.yaml from the ONNX metadata and the op report."""
+
+from pathlib import Path
+
+from edgeasr.bpu.calibration import CTC_DIR, ENCODER_DIR, calibration_folders
+from edgeasr.bpu.hb_config import build_config, write_config
+from edgeasr.bpu.placement import placement_report, resolve_run_on_cpu
+from edgeasr.cli import fresh_dir, run_stage
+from edgeasr.export.metadata import read_metadata
+from edgeasr.params import load_stage_params, to_dict
+
+BPU, CALIBRATION, OUT = Path("exp/bpu"), Path("exp/calibration"), Path("exp/bpu_config")
+
+
+def main(argv: list) -> None:
+    p = load_stage_params("bpu_config", argv)
+    out = fresh_dir(OUT)
+    for name, cal_model in (("encoder", ENCODER_DIR), ("ctc", CTC_DIR)):
+        model = BPU / f"{name}.onnx"
+        meta = read_metadata(model)
+        folders = calibration_folders(CALIBRATION, cal_model, meta["input_name"].split(";"))
+        run_on_cpu = resolve_run_on_cpu(placement_report(model), to_dict(p.bpu.run_on_cpu), str(model))
+        config = build_config(name, str(model), meta, [str(f) for f in folders.values()], run_on_cpu, p.bpu.march,
+                              to_dict(p.bpu.compiler))
+        write_config(out / f"config_{name}.yaml", config)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,21 @@
+"""calibrate: calibrate.max_samples utterances streamed through the X3 float graphs, in hb_mapper's layout."""
+
+from pathlib import Path
+
+from edgeasr.bpu.calibration import build_calibration
+from edgeasr.cli import fresh_dir, run_stage
+from edgeasr.params import load_stage_params
+
+BPU, OUT = Path("exp/bpu"), Path("exp/calibration")
+
+
+def main(argv: list) -> None:
+    p = load_stage_params("calibrate", argv)
+    manifest = build_calibration(BPU / "encoder.onnx", BPU / "ctc.onnx", Path(p.data.cali_list),
+                                 p.calibrate.max_samples, p.calibrate.seed, fresh_dir(OUT))
+    print(f"calibration: {manifest['utterances_used']} utterances, {manifest['files_per_input']} "
+          f"{manifest['note']}".rstrip())
+
+
+if __name__ == "__main__":
+    run_stage(main)
