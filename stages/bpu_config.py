@@ -19,7 +19,8 @@ def main(argv: list) -> None:
         model = BPU / f"{name}.onnx"
         meta = read_metadata(model)
         folders = calibration_folders(CALIBRATION, cal_model, meta["input_name"].split(";"))
-        run_on_cpu = resolve_run_on_cpu(placement_report(model), to_dict(p.bpu.run_on_cpu), str(model))
+        run_on_cpu = resolve_run_on_cpu(placement_report(model), to_dict(p.bpu.run_on_cpu), str(model),
+                                        p.bpu.float_islands)
         config = build_config(name, str(model), meta, [str(f) for f in folders.values()], run_on_cpu, p.bpu.march,
                               to_dict(p.bpu.compiler))
         write_config(out / f"config_{name}.yaml", config)

@@ -7,17 +7,19 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from edgeasr.evaluate.sweep import experiment_points
 from edgeasr.params import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_REPRO = [sys.executable, "-m", "dvc", "repro"]
 pytestmark = pytest.mark.pipeline
 BPU = {"export_bpu", "eval_bpu", "calibrate", "bpu_config", "compile", "eval_quant"}
-ALL = {"synth", "train", "eval_torch", "export", "eval_onnx"} | BPU
+ALL = {"synth", "train", "eval_torch", "export", "eval_onnx", "summary"} | BPU
 
 
 def run(cmd, cwd: Path) -> str:
@@ -92,6 +94,7 @@ def test_second_repro_runs_nothing(repo):
         ("bpu.layer_norm_on_bpu=true", BPU),
         ("calibrate.max_samples=2", {"calibrate", "compile", "eval_quant"}),
         ("bpu.calibration_type=kl", {"compile", "eval_quant"}),
+        ("bpu.float_islands=false", {"bpu_config", "compile", "eval_quant"}),
         ("bpu.run_on_cpu=[{op:Conv,scope:'^/embed/conv/conv\\.0/'}]", {"bpu_config", "compile", "eval_quant"}),
         ("model.train.seed=1", {"train", "eval_torch", "export", "eval_onnx"} | BPU),
         ("model=demo_moe", {"train", "eval_torch", "export", "eval_onnx"} | BPU),
@@ -99,8 +102,9 @@ def test_second_repro_runs_nothing(repo):
     ],
 )
 def test_param_change_reruns_exactly(repo, override, expected):
+    """`summary` follows every evaluation: each eval's metrics hold a measured real-time factor."""
     compose(repo / "params.yaml", ["experiment=tiny", override], repo / "conf")
-    assert stages_run(run(DVC_REPRO, repo)) == expected
+    assert stages_run(run(DVC_REPRO, repo)) == expected | {"summary"}
     compose(repo / "params.yaml", ["experiment=tiny"], repo / "conf")
     run(DVC_REPRO, repo)  # back to the base (from DVC's run cache where it can)
 
@@ -131,3 +135,30 @@ def test_own_model_and_lists_train_and_synthesize_nothing(repo, tmp_path):
     assert set(json.loads((own / "metrics" / "onnx.json").read_text())) == {"mine"}
     assert set(json.loads((own / "metrics" / "bpu.json").read_text())) == {"mine"}
     assert set(json.loads((own / "metrics" / "quant.json").read_text())) == {"mode", "worst_nodes", "mine"}
+
+
+def test_queued_sweep_reruns_only_chunk_stages(repo):
+    """`dvc exp run --queue` a 2 x 2 chunk grid, `dvc queue start`: four experiments with metrics,
+    none of which synthesized or trained anything (the README's sweep, at the tiny preset)."""
+    dvc = [sys.executable, "-m", "dvc"]
+    run(dvc + ["exp", "run", "--queue", "-S", "experiment=tiny", "-S", "streaming.chunk_size=2,4",
+               "-S", "streaming.num_decoding_left_chunks=1,2"], repo)
+    run(dvc + ["queue", "start", "-j", "2"], repo)
+    deadline = time.monotonic() + 900
+    while True:
+        status = run(dvc + ["queue", "status"], repo)
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(5)
+    assert "Failed" not in status, status
+    names = re.findall(r"^(\S+)\s+\S+\s+\S+.*Success", status, flags=re.M)
+    assert len(names) == 4, status
+    for name in names:
+        ran = stages_run(run(dvc + ["queue", "logs", name], repo))
+        assert ran and not ran & {"synth", "train"}, (name, ran)
+    shown = json.loads(subprocess.run(dvc + ["exp", "show", "--json"], cwd=repo, capture_output=True, text=True,
+                                      check=True).stdout)
+    points = experiment_points(shown, "test")
+    grid = {(p["chunk_size"], p["left_chunks"]) for p in points if p["artifact"] == "quantized"}
+    assert {(2, 1), (2, 2), (4, 1), (4, 2)} <= grid

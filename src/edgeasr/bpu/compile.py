@@ -55,7 +55,9 @@ def compile_emulated(name: str, config: dict, method: CalibrationMethod, cal_dir
     write_config(folder / "config.yaml", config)  # what hb_mapper would have been given
     model = Path(config["model_parameters"]["onnx_model"])
     run_on_cpu = set(run_on_cpu_list(config))
-    bpu_nodes = [p.node for p in placement_report(model) if p.device == "BPU" and p.node not in run_on_cpu]
+    # The config decides: an island node not in run_on_cpu is quantized, as hb_mapper would do.
+    bpu_nodes = [p.node for p in placement_report(model)
+                 if (p.device == "BPU" or p.run_on_cpu) and p.node not in run_on_cpu]
     inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in onnx.load(str(model)).graph.input}
     samples = list(read_samples(calibration_folders(cal_dir, name, list(inputs)), inputs))
     out = quantized_path(out_dir, name)

@@ -45,11 +45,18 @@ CPU_FALLBACK = {  # op -> why it runs on the CPU
     "Gather": f"{OP_LIST}: Gather runs on the CPU",
 }
 # Scopes where CPU nodes are there by design (checked against the node name).
+LAYER_NORM = re.compile(r"/(norm\w*|after_norm)/")
+ATTENTION_CORE = re.compile(r"/self_attn/(?!linear_)")
+MOE_ROUTING = re.compile(r"/feed_forward\w*/(?!experts)")
 EXPECTED_CPU_SCOPES = [
-    (re.compile(r"/(norm\w*|after_norm)/"), "LayerNorm kept on the CPU (bpu.layer_norm_on_bpu decomposes it)"),
-    (re.compile(r"/self_attn/(?!linear_)"), "attention core: scores and softmax between feature maps"),
-    (re.compile(r"/feed_forward\w*/(?!experts)"), "MoE routing: top-k and softmax over the gate"),
+    (LAYER_NORM, "LayerNorm kept on the CPU (bpu.layer_norm_on_bpu decomposes it)"),
+    (ATTENTION_CORE, "attention core: scores and softmax between feature maps"),
+    (MOE_ROUTING, "MoE routing: top-k and softmax over the gate"),
 ]
+# CPU islands: every node in them stays on the CPU in float, also the BPU-capable ones (they go to
+# run_on_cpu). Otherwise hb_mapper quantizes e.g. the `var + eps` Add inside a CPU LayerNorm and
+# small variances round to 0 (measured: the normalized output's cosine fell to 0.71).
+ISLAND_REASON = "BPU-capable, kept in float on the CPU with the rest of its {} (run_on_cpu)"
 
 
 @dataclass
@@ -59,10 +66,12 @@ class Placement:
     device: str  # BPU | CPU
     reason: str
     expected: Optional[bool]  # for CPU nodes: placed there by design; None on the BPU
+    run_on_cpu: bool = False  # BPU-capable but kept on the CPU: listed in hb_mapper's run_on_cpu
 
     def as_row(self) -> Dict[str, str]:
         expected = "" if self.expected is None else ("expected" if self.expected else "UNEXPECTED")
-        return {"node": self.node, "op": self.op, "device": self.device, "cpu": expected, "reason": self.reason}
+        return {"node": self.node, "op": self.op, "device": self.device, "cpu": expected,
+                "run_on_cpu": "yes" if self.run_on_cpu else "", "reason": self.reason}
 
 
 def _shapes(model: onnx.ModelProto) -> Dict[str, List[int]]:
@@ -97,7 +106,8 @@ def _conv_reason(node: onnx.NodeProto, shapes: Dict[str, List[int]], weights: Di
     return None
 
 
-def place_node(node: onnx.NodeProto, shapes: Dict[str, List[int]], weights: Dict[str, List[int]]) -> Placement:
+def place_node(node: onnx.NodeProto, shapes: Dict[str, List[int]], weights: Dict[str, List[int]],
+               layer_norm_on_bpu: bool = False) -> Placement:
     ranks = [len(shapes.get(name, [])) for name in node.input if name]
     if node.op_type == "Conv":
         why = _conv_reason(node, shapes, weights)
@@ -111,6 +121,10 @@ def place_node(node: onnx.NodeProto, shapes: Dict[str, List[int]], weights: Dict
             device, reason = "CPU", f"HORIZON.md: {node.op_type} on non-4-D tensors falls back to the CPU"
     else:
         device, reason = "CPU", CPU_FALLBACK.get(node.op_type, f"{OP_LIST}: {node.op_type} is not a BPU op")
+    islands = [(ATTENTION_CORE, "attention core")] + ([] if layer_norm_on_bpu else [(LAYER_NORM, "LayerNorm")])
+    island = next((name for pattern, name in islands if pattern.search(node.name)), None)
+    if device == "BPU" and island is not None:
+        return Placement(node.name, node.op_type, "CPU", ISLAND_REASON.format(island), True, run_on_cpu=True)
     expected = None
     if device == "CPU":
         expected, reason = _expected(node, reason)
@@ -131,8 +145,10 @@ def placement_report(path) -> List[Placement]:
     model = onnx.load(str(path))
     shapes = _shapes(model)
     weights = {init.name: list(numpy_helper.to_array(init).shape) for init in model.graph.initializer}
+    meta = {p.key: p.value for p in model.metadata_props}
+    layer_norm_on_bpu = meta.get("layer_norm_on_bpu") == "1"
     return [
-        place_node(node, shapes, weights)
+        place_node(node, shapes, weights, layer_norm_on_bpu)
         for node in model.graph.node
         if node.op_type not in ("Constant", "Identity")
     ]
@@ -149,6 +165,7 @@ def summarize(report: Sequence[Placement]) -> Dict[str, object]:
         "cpu": sum(p.device == "CPU" for p in report),
         "cpu_expected": sum(p.expected is True for p in report),
         "cpu_unexpected": sum(p.expected is False for p in report),
+        "run_on_cpu": sum(p.run_on_cpu for p in report),
         "unexpected_nodes": [p.node for p in report if p.expected is False],
         "by_op": dict(sorted(by_op.items())),
     }
@@ -164,16 +181,18 @@ def write_table(path: Path, reports: Mapping[str, Sequence[Placement]]) -> None:
     """The per-node table (graph, node, op, device, cpu, reason) as CSV."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["graph", "node", "op", "device", "cpu", "reason"])
+        writer = csv.DictWriter(f, fieldnames=["graph", "node", "op", "device", "cpu", "run_on_cpu", "reason"])
         writer.writeheader()
         for graph, report in reports.items():
             for p in report:
                 writer.writerow({"graph": graph, **p.as_row()})
 
 
-def resolve_run_on_cpu(report: Sequence[Placement], rules: Sequence[Mapping[str, str]], source: str) -> List[str]:
-    """Node names for `run_on_cpu` from rules {op, scope}; a rule that matches nothing is an error."""
-    names: List[str] = []
+def resolve_run_on_cpu(report: Sequence[Placement], rules: Sequence[Mapping[str, str]], source: str,
+                       float_islands: bool = True) -> List[str]:
+    """Node names for hb_mapper's `run_on_cpu`: the report's CPU islands (unless float_islands is
+    off), then the user's rules {op, scope}; a rule that matches nothing is an error."""
+    names: List[str] = [p.node for p in report if p.run_on_cpu] if float_islands else []
     for index, rule in enumerate(rules):
         if set(rule) != {"op", "scope"}:
             raise EdgeAsrError(f"bpu.run_on_cpu[{index}]: expected keys op and scope, got {sorted(rule)}")

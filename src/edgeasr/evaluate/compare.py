@@ -16,7 +16,7 @@ from ..decode import Backend, DecodeOptions, recognize
 from ..export.parity import max_abs_diff
 from ..frontend import read_audio
 from .cer import score
-from .runner import PreparedUtterance, detokenize
+from .runner import PreparedUtterance, chunk_latency, detokenize
 
 
 def read_hyps(path: Path) -> Dict[str, dict]:
@@ -75,7 +75,10 @@ def evaluate_family(
     if reference is not None:
         result["max_abs_log_prob_diff"] = float(f"{worst:.3g}")
     result["rtf"] = round((sum(p.feature_seconds for p in prepared) + decode_time) / max(audio, 1e-9), 5)
+    if opts.chunk_size > 0:
+        result.update(chunk_latency(backend, prepared, opts.chunk_size, decode_time))
     return result
+
 
 
 def evaluate_audio_recognizer(

@@ -8,14 +8,17 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from ..decode import Backend, DecodeOptions, recognize
+from ..decode import Backend, DecodeOptions, chunk_windows, recognize
 from ..frontend import SAMPLE_RATE, Utterance, compute_fbank, read_audio, read_data_list
 from .cer import score
+
+
+FRAME_SHIFT_MS = 10  # fbank frame shift
 
 
 @dataclass
@@ -37,6 +40,17 @@ def prepare(data_list: Path, max_utts: int) -> List[PreparedUtterance]:
         feats = compute_fbank(audio)
         out.append(PreparedUtterance(u, feats, len(audio) / SAMPLE_RATE, time.perf_counter() - start))
     return out
+
+
+def chunk_latency(backend: Backend, prepared: Sequence[PreparedUtterance], chunk_size: int,
+                  decode_time: float) -> Dict[str, float]:
+    """chunk_audio_ms: audio one chunk covers (the algorithmic latency: chunk x subsampling x 10 ms);
+    chunk_compute_ms: decoding time per chunk at the measured thread count (encoder, CTC, search)."""
+    chunks = sum(len(list(chunk_windows(p.feats.shape[0], backend.geometry, chunk_size))) for p in prepared)
+    return {
+        "chunk_audio_ms": chunk_size * backend.geometry.subsampling_rate * FRAME_SHIFT_MS,
+        "chunk_compute_ms": round(1000.0 * decode_time / max(chunks, 1), 3),
+    }
 
 
 def detokenize(ids: List[int], id_to_token: Mapping[int, str]) -> str:
@@ -67,6 +81,8 @@ def evaluate_set(
             h[context] = {mode: detokenize(ids, id_to_token) for mode, ids in out.items()}
         result[context] = {mode: score((h["ref"], h[context][mode]) for h in hyps).as_dict() for mode in opts.modes}
         result[context]["rtf"] = round((feature_time + decode_time) / max(audio, 1e-9), 5)
+        if opts.chunk_size > 0:
+            result[context].update(chunk_latency(backend, prepared, opts.chunk_size, decode_time))
     return result, hyps
 
 

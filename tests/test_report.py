@@ -1,0 +1,80 @@
+"""The sweep report from `dvc exp show --json` rows; it must render offline (inline SVG, no scripts)."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from edgeasr.evaluate.summary import summary_rows
+from edgeasr.evaluate.sweep import experiment_points, render, worst_nodes
+
+
+def family(cer: float, delta: float = 0.0) -> dict:
+    return {"ctc_greedy": {"cer": cer, "cer_delta": delta}, "rtf": 0.01, "chunk_compute_ms": 2.5, "chunk_audio_ms": 80}
+
+
+def record(rev: str, name, chunk: int, left: int, cer: float) -> dict:
+    metrics = {
+        "metrics/torch.json": {"test": {"streaming": family(cer)}},
+        "metrics/onnx.json": {"test": {"cpu": family(cer)}},
+        "metrics/bpu.json": {"test": {"bpu_float": family(cer)}},
+        "metrics/quant.json": {"test": family(cer + 0.5, 0.5), "worst_nodes": [
+            {"graph": "encoder", "node": "/embed/conv/conv.0/Conv", "cosine": 0.41}]},
+    }
+    return {"rev": rev, "name": name, "error": None, "experiments": None, "data": {
+        "rev": rev, "params": {"params.yaml": {"data": {"streaming": {"chunk_size": chunk,
+                                                                      "num_decoding_left_chunks": left}}}},
+        "metrics": {path: {"data": data} for path, data in metrics.items()}}}
+
+
+def exp_show() -> list:
+    """The workspace, HEAD, and a 2x2 sweep queued on HEAD (the shape dvc 3 prints)."""
+    head = record("abc1234", "main", 8, 16, 60.0)
+    head["experiments"] = [{"revs": [record(f"e{i}", f"exp-{i}", c, l, 70.0 - 2 * c)]}
+                           for i, (c, l) in enumerate([(4, 4), (4, 8), (16, 4), (16, 8)])]
+    return [record("workspace", None, 8, 16, 60.0), head]
+
+
+def test_points_cover_every_experiment_and_artifact():
+    points = experiment_points(exp_show(), "test")
+    assert len(points) == 6 * 4  # workspace, HEAD and four experiments; four artifacts each
+    quantized = [p for p in points if p["artifact"] == "quantized" and p["experiment"] == "exp-0"]
+    assert quantized == [{"experiment": "exp-0", "artifact": "quantized", "chunk_size": 4, "left_chunks": 4,
+                          "cer": 62.5, "cer_delta": 0.5, "rtf": 0.01, "chunk_compute_ms": 2.5, "chunk_audio_ms": 80}]
+    assert worst_nodes(exp_show())[0]["node"] == "encoder:/embed/conv/conv.0/Conv"
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    html = render(experiment_points(exp_show(), "test"), worst_nodes(exp_show()), "test")
+    path = tmp_path_factory.mktemp("report") / "sweep.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def test_report_is_self_contained(page):
+    text = page.read_text()
+    assert text.count("<svg") == 4 and "<script" not in text and "http" not in text.replace(
+        "http://www.w3.org", "")
+    assert "exp-3" in text and "quantized" in text
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_report_renders_in_headless_chromium(page, tmp_path):
+    """Chromium offline (no network flags) prints the page with its charts: the SVG text is in the DOM."""
+    proc = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("<svg") == 4 and "chunk size (encoder frames)" in proc.stdout
+
+
+def test_summary_rows_put_artifacts_side_by_side():
+    torch = {"test": {"streaming": family(60.0)}}
+    rows = summary_rows(torch, {"test": {"cpu": family(60.0)}}, {"test": {"bpu_float": family(60.0)}},
+                        {"test": family(61.0, 1.0)}, 8, 16)
+    assert [r["artifact"] for r in rows] == ["pytorch", "onnx_cpu", "bpu_float", "quantized"]
+    assert rows[-1]["cer_delta"] == 1.0 and rows[0]["label"] == "test/pytorch"
