@@ -15,14 +15,15 @@ BPU, CALIBRATION, OUT = Path("exp/bpu"), Path("exp/calibration"), Path("exp/bpu_
 def main(argv: list) -> None:
     p = load_stage_params("bpu_config", argv)
     out = fresh_dir(OUT)
-    for name, cal_model in (("encoder", ENCODER_DIR), ("ctc", CTC_DIR)):
+    graphs = {"encoder": ENCODER_DIR, "ctc": CTC_DIR}
+    reports = {name: placement_report(BPU / f"{name}.onnx") for name in graphs}
+    run_on_cpu = resolve_run_on_cpu(reports, to_dict(p.bpu.run_on_cpu), p.bpu.float_islands)
+    for name, cal_model in graphs.items():
         model = BPU / f"{name}.onnx"
         meta = read_metadata(model)
         folders = calibration_folders(CALIBRATION, cal_model, meta["input_name"].split(";"))
-        run_on_cpu = resolve_run_on_cpu(placement_report(model), to_dict(p.bpu.run_on_cpu), str(model),
-                                        p.bpu.float_islands)
-        config = build_config(name, str(model), meta, [str(f) for f in folders.values()], run_on_cpu, p.bpu.march,
-                              to_dict(p.bpu.compiler))
+        config = build_config(name, str(model), meta, [str(f) for f in folders.values()], run_on_cpu[name],
+                              p.bpu.march, to_dict(p.bpu.compiler))
         write_config(out / f"config_{name}.yaml", config)
 
 

@@ -88,11 +88,11 @@ def test_calibration_is_byte_identical_and_says_when_short(setup, tmp_path):
 def configs(setup, tmp_path, run_on_cpu=()):
     root, paths, _ = setup
     out = {}
+    names = resolve_run_on_cpu({name: placement_report(paths[name]) for name in ("encoder", "ctc")}, list(run_on_cpu))
     for name in ("encoder", "ctc"):
         meta = read_metadata(paths[name])
         dirs = [str(root / "cal" / name / n) for n in meta["input_name"].split(";")]
-        rules = resolve_run_on_cpu(placement_report(paths[name]), list(run_on_cpu) if name == "encoder" else [], name)
-        config = build_config(name, str(paths[name]), meta, dirs, rules, "bernoulli2",
+        config = build_config(name, str(paths[name]), meta, dirs, names[name], "bernoulli2",
                               {"compile_mode": "latency", "core_num": 1, "optimize_level": "O3", "debug": False})
         write_config(tmp_path / f"config_{name}.yaml", config)
         out[name] = config
@@ -114,8 +114,9 @@ def test_config_has_the_four_sections_from_metadata(setup, tmp_path):
     bad["calibration_parameters"]["calibration_type"] = "minmax"
     with pytest.raises(EdgeAsrError, match="calibration_type = 'minmax'"):
         validate(bad, "x")
-    with pytest.raises(EdgeAsrError, match="no Conv node matches"):
-        resolve_run_on_cpu(placement_report(setup[1]["encoder"]), [{"op": "Conv", "scope": "^/nowhere/"}], "x")
+    with pytest.raises(EdgeAsrError, match="no Conv node matches '\\^/nowhere/' in encoder, ctc"):
+        resolve_run_on_cpu({n: placement_report(setup[1][n]) for n in ("encoder", "ctc")},
+                           [{"op": "Conv", "scope": "^/nowhere/"}])
 
 
 def test_kl_really_uses_its_histogram(setup):

@@ -57,8 +57,9 @@ def test_first_run_writes_metrics(repo):
     """torch.json has every set, context and mode; exports were checked; onnx.json compares each family."""
     metrics = json.loads((repo / "metrics" / "torch.json").read_text())
     assert set(metrics) == {"test", "test_unseen_voice"}
-    for context in ("streaming", "full"):
-        assert set(metrics["test"][context]) == {"ctc_greedy", "ctc_prefix_beam", "attention_rescoring", "rtf"}
+    modes = {"ctc_greedy", "ctc_prefix_beam", "attention_rescoring", "rtf"}
+    assert set(metrics["test"]["full"]) == modes
+    assert set(metrics["test"]["streaming"]) == modes | {"chunk_audio_ms", "chunk_compute_ms"}
     assert metrics["test"]["utterances"] == 6
     assert (repo / "exp" / "eval_torch" / "test.jsonl").is_file()
     assert {"train.yaml", "final.pt", "units.txt", "global_cmvn"} <= {p.name for p in (repo / "exp/trained_model").iterdir()}
@@ -87,7 +88,6 @@ def test_second_repro_runs_nothing(repo):
     "override,expected",
     [
         ("eval.beam_size=2", {"eval_torch", "eval_onnx", "eval_bpu", "eval_quant"}),
-        ("eval.modes=[ctc_greedy]", {"eval_torch", "eval_onnx", "eval_bpu", "eval_quant"}),
         ("streaming.chunk_size=4", {"eval_torch", "export", "eval_onnx"} | BPU),
         ("streaming.num_decoding_left_chunks=2", {"eval_torch", "export", "eval_onnx"} | BPU),
         ("export.gpu_beam_size=4", {"export", "eval_onnx"}),
@@ -96,17 +96,17 @@ def test_second_repro_runs_nothing(repo):
         ("bpu.calibration_type=kl", {"compile", "eval_quant"}),
         ("bpu.float_islands=false", {"bpu_config", "compile", "eval_quant"}),
         ("bpu.run_on_cpu=[{op:Conv,scope:'^/embed/conv/conv\\.0/'}]", {"bpu_config", "compile", "eval_quant"}),
-        ("model.train.seed=1", {"train", "eval_torch", "export", "eval_onnx"} | BPU),
         ("model=demo_moe", {"train", "eval_torch", "export", "eval_onnx"} | BPU),
         ("data.synth.seed=7", ALL),
     ],
 )
-def test_param_change_reruns_exactly(repo, override, expected):
-    """`summary` follows every evaluation: each eval's metrics hold a measured real-time factor."""
-    compose(repo / "params.yaml", ["experiment=tiny", override], repo / "conf")
-    assert stages_run(run(DVC_REPRO, repo)) == expected | {"summary"}
-    compose(repo / "params.yaml", ["experiment=tiny"], repo / "conf")
-    run(DVC_REPRO, repo)  # back to the base (from DVC's run cache where it can)
+def test_param_change_reruns_exactly(repo, tmp_path, override, expected):
+    """In a copy of the base repository (no restore needed); `summary` follows every evaluation,
+    since each eval's metrics hold a measured real-time factor."""
+    work = tmp_path / "repo"
+    shutil.copytree(repo, work, symlinks=True)
+    compose(work / "params.yaml", ["experiment=tiny", override], work / "conf")
+    assert stages_run(run(DVC_REPRO, work)) == expected | {"summary"}
 
 
 def test_own_model_and_lists_train_and_synthesize_nothing(repo, tmp_path):

@@ -188,16 +188,23 @@ def write_table(path: Path, reports: Mapping[str, Sequence[Placement]]) -> None:
                 writer.writerow({"graph": graph, **p.as_row()})
 
 
-def resolve_run_on_cpu(report: Sequence[Placement], rules: Sequence[Mapping[str, str]], source: str,
-                       float_islands: bool = True) -> List[str]:
-    """Node names for hb_mapper's `run_on_cpu`: the report's CPU islands (unless float_islands is
-    off), then the user's rules {op, scope}; a rule that matches nothing is an error."""
-    names: List[str] = [p.node for p in report if p.run_on_cpu] if float_islands else []
+def resolve_run_on_cpu(reports: Mapping[str, Sequence[Placement]], rules: Sequence[Mapping[str, str]],
+                       float_islands: bool = True) -> Dict[str, List[str]]:
+    """Per graph, the node names for hb_mapper's `run_on_cpu`: the report's CPU islands (unless
+    float_islands is off), then the user's rules {op, scope}. A rule must match a node in at least
+    one graph, else it is an error (a typo would silently quantize what it meant to protect)."""
+    names = {graph: ([p.node for p in report if p.run_on_cpu] if float_islands else [])
+             for graph, report in reports.items()}
     for index, rule in enumerate(rules):
         if set(rule) != {"op", "scope"}:
             raise EdgeAsrError(f"bpu.run_on_cpu[{index}]: expected keys op and scope, got {sorted(rule)}")
-        found = nodes_matching(report, rule["op"], rule["scope"])
-        if not found:
-            raise EdgeAsrError(f"bpu.run_on_cpu[{index}]: no {rule['op']} node matches {rule['scope']!r} in {source}")
-        names.extend(n for n in found if n not in names)
+        matched = False
+        for graph, report in reports.items():
+            for node in nodes_matching(report, rule["op"], rule["scope"]):
+                matched = True
+                if node not in names[graph]:
+                    names[graph].append(node)
+        if not matched:
+            raise EdgeAsrError(f"bpu.run_on_cpu[{index}]: no {rule['op']} node matches {rule['scope']!r} "
+                               f"in {', '.join(reports)}")
     return names
