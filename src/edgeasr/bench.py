@@ -13,6 +13,7 @@ front end inside its loop and is timed end to end). Searches are CTC greedy.
 """
 
 import argparse
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 import yaml
 from onnx import shape_inference
@@ -97,24 +99,27 @@ def benchmark(workspace: Path, utts: int) -> Dict[str, object]:
     model_dir = workspace / params["model"]["dir"]
     model, _, _ = load_model(model_dir)
     cpu, bpu, compiled = workspace / "exp/export/cpu", workspace / "exp/bpu", workspace / "exp/compile"
-    backends: Dict[str, tuple] = {
-        "pytorch eager": (lambda: TorchBackend(model), size_mb(model_dir / "final.pt")),
-        "onnxruntime float (cpu/)": (lambda: OnnxCpuBackend(cpu / "encoder.onnx", cpu / "ctc.onnx", None),
-                                     size_mb(cpu / "encoder.onnx", cpu / "ctc.onnx")),
-        "X3 float graphs (onnxruntime)": (lambda: OnnxBpuBackend(bpu / "encoder.onnx", bpu / "ctc.onnx"),
-                                          size_mb(bpu / "encoder.onnx", bpu / "ctc.onnx")),
-        "X3 INT8 emulated (onnxruntime)": (
-            lambda: OnnxBpuBackend(compiled / "encoder/encoder_quantized_model.onnx",
-                                   compiled / "ctc/ctc_quantized_model.onnx"),
-            size_mb(compiled / "encoder/encoder_quantized_model.onnx", compiled / "ctc/ctc_quantized_model.onnx")),
+    quantized = (compiled / "encoder/encoder_quantized_model.onnx", compiled / "ctc/ctc_quantized_model.onnx")
+    backends: Dict[str, tuple] = {  # name -> (files it needs, constructor)
+        "pytorch eager": ((model_dir / "final.pt",), lambda: TorchBackend(model)),
+        "onnxruntime float (cpu/)": ((cpu / "encoder.onnx", cpu / "ctc.onnx"),
+                                     lambda: OnnxCpuBackend(cpu / "encoder.onnx", cpu / "ctc.onnx", None)),
+        "X3 float graphs (onnxruntime)": ((bpu / "encoder.onnx", bpu / "ctc.onnx"),
+                                          lambda: OnnxBpuBackend(bpu / "encoder.onnx", bpu / "ctc.onnx")),
+        "X3 INT8 emulated (onnxruntime)": (quantized, lambda: OnnxBpuBackend(*quantized)),
     }
     rows = []
-    for name, (make, size) in backends.items():
+    for name, (files, make) in backends.items():
+        if not all(f.exists() for f in files):
+            rows.append(Row(name, float("nan"), None, 0.0, "not built in this workspace (dvc repro)"))
+            continue
+        size = size_mb(*files)
         backend = make()
         time_backend(backend, feats[:2], chunk, left)  # warm-up: session arenas, caches
         seconds, chunks = time_backend(backend, feats, chunk, left)
         rows.append(Row(name, seconds / audio, 1000.0 * seconds / max(chunks, 1), size))
-    rows.append(time_sherpa(workspace, prepared, chunk, left, audio))
+    if (workspace / "exp/export/sherpa/model.onnx").exists():
+        rows.append(time_sherpa(workspace, prepared, chunk, left, audio))
     flops_per_chunk = graph_flops(bpu / "encoder.onnx") + graph_flops(bpu / "ctc.onnx")
     chunk_seconds = chunk * OnnxBpuBackend(bpu / "encoder.onnx", bpu / "ctc.onnx").geometry.subsampling_rate * 0.01
     gemm = gemm_flops_per_second()
@@ -159,8 +164,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("workspaces", nargs="*", type=Path, default=[Path(".")])
     parser.add_argument("--utts", type=int, default=30, help="test utterances per workspace")
     args = parser.parse_args(argv)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s) used, "
-          f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
+    torch.set_num_threads(1)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, one thread per backend, "
+          f"torch {torch.__version__}, onnxruntime {ort.__version__}, {time.strftime('%Y-%m-%d')}\n")
     for workspace in args.workspaces:
         print(table(benchmark(workspace, args.utts)))
 

@@ -32,6 +32,7 @@ from ..errors import EdgeAsrError
 
 KL_NUM_BINS, KL_QUANTIZED_BINS = 512, 128  # finer than the quantized grid, so KL can clip; onnxruntime
 # searches thresholds in a Python loop per tensor (2048 bins: ~0.5 s per tensor), 512 keeps it ~4x cheaper
+CALIBRATION_BATCH = 8  # calibration samples whose intermediate tensors are held in memory at once
 DEFAULT_PERCENTILE = 0.99995  # hb_mapper's percentile candidate in `default`
 DEFAULT_CANDIDATES = (("max", 1.0), ("max", DEFAULT_PERCENTILE), ("kl", 1.0))
 
@@ -72,7 +73,10 @@ def tensor_ranges(model: Path, samples: Sequence[Mapping[str, np.ndarray]], op_t
     with tempfile.TemporaryDirectory() as tmp:
         calibrator = create_calibrator(model, list(op_types), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=method, extra_options=options)
-        calibrator.collect_data(Samples(samples))
+        # Every intermediate tensor of a batch is held at once (5.6 GB for 50 samples of the 110M
+        # model): feed batches; each collect_data call folds its batch into the ranges/histograms.
+        for start in range(0, len(samples), CALIBRATION_BATCH):
+            calibrator.collect_data(Samples(samples[start : start + CALIBRATION_BATCH]))
         return calibrator.compute_data()
 
 
@@ -180,22 +184,35 @@ def output_cosine(float_model: Path, quant_model: Path, sample: Mapping[str, np.
 def quantize_like_hb_mapper(model: Path, out: Path, samples: Sequence[Mapping[str, np.ndarray]],
                             bpu_nodes: Sequence[str], calibration_type: str, max_percentile: float,
                             per_channel: bool) -> Dict[str, object]:
-    """Quantize with hb_mapper's calibration_type semantics; returns what was chosen and why."""
+    """Quantize with hb_mapper's calibration_type semantics; returns what was chosen and why.
+
+    onnxruntime's histogram calibrators refuse a near-constant tensor ("Too many bins for data
+    range"): under `default` that candidate is reported and skipped; asked for by name, it is an error."""
     if calibration_type != "default":
-        quantize(model, out, samples, bpu_nodes, calibration_type, max_percentile, per_channel)
+        try:
+            quantize(model, out, samples, bpu_nodes, calibration_type, max_percentile, per_channel)
+        except ValueError as exc:
+            raise EdgeAsrError(f"bpu.calibration_type={calibration_type}: onnxruntime's calibrator failed "
+                               f"({exc}); try max") from exc
         return {"calibration": calibration_type, "max_percentile": max_percentile,
                 "output_cosine_first_sample": round(output_cosine(model, out, samples[0]), 6)}
-    tried = {}
-    best = None
+    tried: Dict[str, object] = {}
+    best: Optional[Tuple[str, float]] = None
     for kind, percentile in DEFAULT_CANDIDATES:
         label = kind if percentile >= 1.0 else f"max_percentile_{percentile}"
         candidate = out.with_name(f"{out.stem}.{label}.onnx")
-        quantize(model, candidate, samples, bpu_nodes, kind, percentile, per_channel)
-        tried[label] = round(output_cosine(model, candidate, samples[0]), 6)
-        if best is None or tried[label] > tried[best[0]]:
-            best = (label, candidate)
-    best[1].replace(out)
-    for kind, percentile in DEFAULT_CANDIDATES:
-        label = kind if percentile >= 1.0 else f"max_percentile_{percentile}"
-        out.with_name(f"{out.stem}.{label}.onnx").unlink(missing_ok=True)
+        try:
+            quantize(model, candidate, samples, bpu_nodes, kind, percentile, per_channel)
+        except ValueError as exc:
+            tried[label] = f"failed: {exc}"
+            continue
+        score = round(output_cosine(model, candidate, samples[0]), 6)
+        tried[label] = score
+        if best is None or score > best[1]:
+            best = (label, score)
+    if best is None:
+        raise EdgeAsrError(f"{model}: every calibration candidate failed: {tried}")
+    out.with_name(f"{out.stem}.{best[0]}.onnx").replace(out)
+    for path in out.parent.glob(f"{out.stem}.*.onnx"):
+        path.unlink()
     return {"calibration": "default", "selected": best[0], "output_cosine_first_sample": tried}
