@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeasr.evaluate.sweep import experiment_points
+from edgeasr.report.sweep import experiment_points
 from edgeasr.params import compose
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,12 +1,13 @@
 """The sweep report from `dvc exp show --json` rows; it must render offline (inline SVG, no scripts)."""
 
+import json
 import shutil
 import subprocess
 
 import pytest
 
 from edgeasr.evaluate.summary import summary_rows
-from edgeasr.evaluate.sweep import experiment_points, render, worst_nodes
+from edgeasr.report.sweep import experiment_points, render, worst_nodes
 
 
 def family(cer: float, delta: float = 0.0) -> dict:
@@ -18,8 +19,7 @@ def record(rev: str, name, chunk: int, left: int, cer: float) -> dict:
         "metrics/torch.json": {"test": {"streaming": family(cer)}},
         "metrics/onnx.json": {"test": {"cpu": family(cer)}},
         "metrics/bpu.json": {"test": {"bpu_float": family(cer)}},
-        "metrics/quant.json": {"test": family(cer + 0.5, 0.5), "worst_nodes": [
-            {"graph": "encoder", "node": "/embed/conv/conv.0/Conv", "cosine": 0.41}]},
+        "metrics/quant.json": {"test": family(cer + 0.5, 0.5)},  # dvc exp show drops list values
     }
     return {"rev": rev, "name": name, "error": None, "experiments": None, "data": {
         "rev": rev, "params": {"params.yaml": {"data": {"streaming": {"chunk_size": chunk,
@@ -41,12 +41,25 @@ def test_points_cover_every_experiment_and_artifact():
     quantized = [p for p in points if p["artifact"] == "quantized" and p["experiment"] == "exp-0"]
     assert quantized == [{"experiment": "exp-0", "artifact": "quantized", "chunk_size": 4, "left_chunks": 4,
                           "cer": 62.5, "cer_delta": 0.5, "rtf": 0.01, "chunk_compute_ms": 2.5, "chunk_audio_ms": 80}]
-    assert worst_nodes(exp_show())[0]["node"] == "encoder:/embed/conv/conv.0/Conv"
+
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    html = render(experiment_points(exp_show(), "test"), worst_nodes(exp_show()), "test")
+def quant_json(tmp_path_factory):
+    path = tmp_path_factory.mktemp("metrics") / "quant.json"
+    path.write_text(json.dumps({"worst_nodes": [{"graph": "encoder", "node": "/embed/conv/conv.0/Conv",
+                                                 "cosine": 0.41}]}))
+    return path
+
+
+def test_worst_nodes_come_from_the_workspace_file(quant_json, tmp_path):
+    assert worst_nodes(quant_json) == [{"node": "encoder:/embed/conv/conv.0/Conv", "cosine": 0.41}]
+    assert worst_nodes(tmp_path / "missing.json") == []
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, quant_json):
+    html = render(experiment_points(exp_show(), "test"), worst_nodes(quant_json), "test")
     path = tmp_path_factory.mktemp("report") / "sweep.html"
     path.write_text(html, encoding="utf-8")
     return path

@@ -4,8 +4,8 @@ DVC's HTML loads vega, vega-lite and vega-embed from a CDN and is blank without 
 DVC with an HTML template whose only script is vl-convert's bundle of those libraries, inlined (the
 template has no `{scripts}` placeholder, so DVC adds no CDN tags):
 
-    python -m edgeasr.evaluate.dvc_plots show -o reports/plots
-    python -m edgeasr.evaluate.dvc_plots diff HEAD~1 -o reports/plots_diff
+    python -m edgeasr.report.dvc_plots show -o dvc_plots
+    python -m edgeasr.report.dvc_plots diff HEAD~1 -o dvc_plots
 """
 
 import subprocess
@@ -39,7 +39,7 @@ def offline_template() -> str:
 def main(argv: Optional[List[str]] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in ("show", "diff"):
-        sys.exit("usage: python -m edgeasr.evaluate.dvc_plots show|diff [dvc plots arguments]")
+        sys.exit("usage: python -m edgeasr.report.dvc_plots show|diff [dvc plots arguments]")
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "offline.html"
         template.write_text(offline_template(), encoding="utf-8")

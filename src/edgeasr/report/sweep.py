@@ -1,6 +1,6 @@
 """The sweep report: every experiment's chunk settings against CER, real-time factor and latency.
 
-    python -m edgeasr.evaluate.sweep [-o reports/sweep.html] [--set test]
+    python -m edgeasr.report.sweep [-o metrics/sweep.html] [--set test]
 
 reads `dvc exp show --json` (the workspace, commits and queued/finished experiments), draws
 CER and real-time factor against chunk size, one line per artifact and left-chunk setting, and the
@@ -50,7 +50,8 @@ def experiment_points(exp_show: List[dict], test_set: str) -> List[Dict[str, obj
         streaming = params.get("streaming") or {}
         if "chunk_size" not in streaming:
             continue
-        name = record["name"] or str(record["rev"])[:7]
+        rev = str(record["rev"])
+        name = record["name"] or (rev if rev == "workspace" else rev[:7])
         for artifact, (path, keys) in ARTIFACTS.items():
             data = _metric(record, path)
             family = (data or {}).get(test_set)
@@ -76,13 +77,12 @@ def experiment_points(exp_show: List[dict], test_set: str) -> List[Dict[str, obj
     return points
 
 
-def worst_nodes(exp_show: List[dict], count: int = 10) -> List[dict]:
-    """The workspace's worst quantized nodes (metrics/quant.json)."""
-    for record in _records(exp_show):
-        data = _metric(record, "metrics/quant.json")
-        if data and data.get("worst_nodes"):
-            return [{"node": f"{n['graph']}:{n['node']}", "cosine": n["cosine"]} for n in data["worst_nodes"][:count]]
-    return []
+def worst_nodes(quant_metrics: Path, count: int = 10) -> List[dict]:
+    """The workspace's worst quantized nodes, from metrics/quant.json (`dvc exp show` drops lists)."""
+    if not quant_metrics.is_file():
+        return []
+    nodes = json.loads(quant_metrics.read_text()).get("worst_nodes", [])
+    return [{"node": f"{n['graph']}:{n['node']}", "cosine": n["cosine"]} for n in nodes[:count]]
 
 
 def line_chart(points: List[dict], field: str, title: str) -> dict:
@@ -147,11 +147,11 @@ def dvc_exp_show() -> List[dict]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description="Render the chunk-size sweep report (self-contained HTML).")
-    parser.add_argument("-o", "--output", type=Path, default=Path("reports/sweep.html"))
+    parser.add_argument("-o", "--output", type=Path, default=Path("metrics/sweep.html"))
     parser.add_argument("--set", default="test", help="test set to plot")
     args = parser.parse_args(argv)
     exp_show = dvc_exp_show()
-    page = render(experiment_points(exp_show, args.set), worst_nodes(exp_show), args.set)
+    page = render(experiment_points(exp_show, args.set), worst_nodes(Path("metrics/quant.json")), args.set)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(page, encoding="utf-8")
     print(f"wrote {args.output}")
