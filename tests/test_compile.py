@@ -5,7 +5,6 @@ import os
 import stat
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -77,8 +76,9 @@ def test_calibration_layout_shapes_and_real_caches(setup):
 
 
 def test_calibration_is_byte_identical_and_says_when_short(setup, tmp_path):
-    root, paths, _ = setup
+    root, paths, manifest = setup
     again = build_calibration(paths["encoder"], paths["ctc"], root / "cali.list", 4, 0, tmp_path / "cal")
+    assert again["encoder_samples"] == manifest["encoder_samples"]
     for f in (root / "cal").rglob("*.bin"):
         assert f.read_bytes() == (tmp_path / "cal" / f.relative_to(root / "cal")).read_bytes()
     many = build_calibration(paths["encoder"], paths["ctc"], root / "cali.list", 50, 0, tmp_path / "all")
