@@ -25,9 +25,9 @@ import onnx
 import onnxruntime as ort
 import torch
 import yaml
-from onnx import shape_inference
 
 from .decode import Backend, TorchBackend, ctc_greedy_search, stream_encode
+from .bpu.placement import tensor_shapes
 from .decode.bpu_backend import OnnxBpuBackend
 from .decode.onnx_backend import OnnxCpuBackend
 from .evaluate.runner import prepare
@@ -59,10 +59,8 @@ def gemm_flops_per_second(n: int = 512, repeats: int = 20) -> float:
 
 def graph_flops(path: Path) -> float:
     """FLOPs of one run of a static-shape graph: 2 x MACs of its Conv and MatMul nodes."""
-    model = shape_inference.infer_shapes(onnx.load(str(path)))
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
-    shapes.update({i.name: list(i.dims) for i in model.graph.initializer})
+    model = onnx.load(str(path))
+    shapes = tensor_shapes(model)
     macs = 0
     for node in model.graph.node:
         if node.op_type == "Conv":

@@ -74,7 +74,8 @@ class Placement:
                 "run_on_cpu": "yes" if self.run_on_cpu else "", "reason": self.reason}
 
 
-def _shapes(model: onnx.ModelProto) -> Dict[str, List[int]]:
+def tensor_shapes(model: onnx.ModelProto) -> Dict[str, List[int]]:
+    """Every tensor's static shape: inferred values, graph inputs/outputs and initializers."""
     inferred = shape_inference.infer_shapes(model)
     shapes = {}
     for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
@@ -143,7 +144,7 @@ def _expected(node: onnx.NodeProto, reason: str):
 def placement_report(path) -> List[Placement]:
     """One Placement per compute node of the ONNX file (Constant / Identity nodes are not compute)."""
     model = onnx.load(str(path))
-    shapes = _shapes(model)
+    shapes = tensor_shapes(model)
     weights = {init.name: list(numpy_helper.to_array(init).shape) for init in model.graph.initializer}
     meta = {p.key: p.value for p in model.metadata_props}
     layer_norm_on_bpu = meta.get("layer_norm_on_bpu") == "1"

@@ -129,12 +129,25 @@ def float_outputs(model: onnx.ModelProto) -> List[Tuple[str, str, str]]:
     ]
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0.0 and nb == 0.0:
-        return 1.0
-    return float(a @ b / max(na * nb, 1e-30))
+class PooledCosine:
+    """Cosine similarity of two signals pooled over many tensor pairs (samples, utterances).
+    Entries not finite in both are left out (masked attention scores are -inf); 1.0 when both are zero."""
+
+    def __init__(self) -> None:
+        self.dot = self.aa = self.bb = 0.0
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+        finite = np.isfinite(a) & np.isfinite(b)
+        a, b = a[finite], b[finite]
+        self.dot += float(a @ b)
+        self.aa += float(a @ a)
+        self.bb += float(b @ b)
+
+    def value(self) -> float:
+        if self.aa == 0.0 and self.bb == 0.0:
+            return 1.0
+        return self.dot / max(float(np.sqrt(self.aa * self.bb)), 1e-30)
 
 
 def node_cosines(float_model: Path, quant_model: Path, samples: Sequence[Mapping[str, np.ndarray]],
@@ -155,30 +168,23 @@ def node_cosines(float_model: Path, quant_model: Path, samples: Sequence[Mapping
     quant_session = _plain_session(_with_all_outputs(quant, seen.values()))
     float_names = [o.name for o in float_session.get_outputs()]
     quant_names = [o.name for o in quant_session.get_outputs()]
-    acc = {out: [0.0, 0.0, 0.0] for out in seen}  # dot, |a|^2, |b|^2 over all samples
+    pooled = {out: PooledCosine() for out in seen}
     for sample in samples:
         f = dict(zip(float_names, float_session.run(None, dict(sample))))
         q = dict(zip(quant_names, quant_session.run(None, dict(sample))))
         for out, name in seen.items():
-            a, b = f[out].astype(np.float64).ravel(), q[name].astype(np.float64).ravel()
-            finite = np.isfinite(a) & np.isfinite(b)
-            a, b = a[finite], b[finite]
-            acc[out][0] += float(a @ b)
-            acc[out][1] += float(a @ a)
-            acc[out][2] += float(b @ b)
-    rows = []
-    for node, op, out in nodes:
-        dot, aa, bb = acc[out]
-        value = 1.0 if aa == 0.0 and bb == 0.0 else dot / max(np.sqrt(aa * bb), 1e-30)
-        rows.append({"node": node, "op": op, "int8": node in quantized, "cosine": round(float(value), 6)})
-    return rows
+            pooled[out].add(f[out], q[name])
+    return [{"node": node, "op": op, "int8": node in quantized, "cosine": round(pooled[out].value(), 6)}
+            for node, op, out in nodes]
 
 
 def output_cosine(float_model: Path, quant_model: Path, sample: Mapping[str, np.ndarray]) -> float:
     """Cosine of the first graph output, float vs quantized, on one sample."""
     a = _plain_session(onnx.load(str(float_model)).SerializeToString()).run(None, dict(sample))[0]
     b = _plain_session(onnx.load(str(quant_model)).SerializeToString()).run(None, dict(sample))[0]
-    return cosine(a, b)
+    pooled = PooledCosine()
+    pooled.add(a, b)
+    return pooled.value()
 
 
 def quantize_like_hb_mapper(model: Path, out: Path, samples: Sequence[Mapping[str, np.ndarray]],
