@@ -1,16 +1,16 @@
-"""eval_quant: the quantized X3 graphs streamed over the test sets; CER vs PyTorch, cosine vs float."""
+"""eval_quant: the quantized X3 graphs streamed over the test sets; CER vs PyTorch (`compare.*`), cosine vs float."""
 
 import json
 from pathlib import Path
 
 from edgeasr.bpu.compile import quantized_path
 from edgeasr.cli import run_stage
-from edgeasr.decode import DecodeOptions, TorchBackend
+from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
 from edgeasr.errors import EdgeAsrError
-from edgeasr.evaluate.compare import evaluate_family, read_hyps, reference_log_probs
+from edgeasr.evaluate.compare import decode_reference, evaluate_family
 from edgeasr.evaluate.quant import stream_cosine
-from edgeasr.evaluate.runner import prepare, write_json
+from edgeasr.evaluate.runner import decode_contexts, prepare, write_json
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params
 
@@ -26,19 +26,16 @@ def main(argv: list) -> None:
                            "HB_ONNXRuntime or on the board; edgeasr evaluates the emulated ones")
     model, _, symbols = load_model(p.model.dir)
     id_to_token = {i: t for t, i in symbols.items()}
-    opts = DecodeOptions(p.streaming.chunk_size, p.streaming.num_decoding_left_chunks, beam_size=p.eval.beam_size,
-                         modes=tuple(m for m in p.eval.modes if m in CTC_MODES))
+    opts = decode_contexts(p.compare, p.streaming, CTC_MODES, full_context=False)["streaming"]
     quant = OnnxBpuBackend(quantized_path(COMPILED, "encoder"), quantized_path(COMPILED, "ctc"), "exact",
-                           p.eval.threads)
-    float_graphs = OnnxBpuBackend(BPU / "encoder.onnx", BPU / "ctc.onnx", "exact", p.eval.threads)
-    reference = TorchBackend(model)
-    baseline = json.loads(Path("metrics/torch.json").read_text())
+                           p.compare.threads)
+    float_graphs = OnnxBpuBackend(BPU / "encoder.onnx", BPU / "ctc.onnx", "exact", p.compare.threads)
+    pytorch = TorchBackend(model)
     metrics = {"mode": compiled["mode"], "worst_nodes": compiled["worst_nodes"]}
     for name, data_list in p.data.test_sets.items():
-        prepared = prepare(Path(data_list), p.eval.max_utts)
-        result = evaluate_family(quant, prepared, opts, "streaming", id_to_token,
-                                 reference_log_probs(reference, prepared, opts),
-                                 read_hyps(Path("exp/eval_torch") / f"{name}.jsonl"), baseline[name], "quantized")
+        prepared = prepare(Path(data_list), p.compare.max_utts)
+        reference = decode_reference(pytorch, prepared, {"streaming": opts}, id_to_token)
+        result = evaluate_family(quant, prepared, opts, "streaming", id_to_token, reference, "quantized")
         result.update(stream_cosine(float_graphs, quant, prepared, opts))
         metrics[name] = result
     write_json(Path("metrics/quant.json"), metrics)

@@ -5,24 +5,10 @@ from pathlib import Path
 import torch
 
 from edgeasr.cli import run_stage
-from edgeasr.decode import DecodeOptions, TorchBackend
-from edgeasr.evaluate.runner import evaluate_sets, write_json
+from edgeasr.decode import TorchBackend
+from edgeasr.evaluate.runner import decode_contexts, evaluate_sets, write_json
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params
-
-
-def decode_contexts(p) -> dict:
-    """streaming at streaming.* and full context, with the eval.* search settings."""
-    common = dict(
-        beam_size=p.eval.beam_size,
-        ctc_weight=p.eval.ctc_weight,
-        reverse_weight=p.eval.reverse_weight,
-        modes=tuple(p.eval.modes),
-    )
-    return {
-        "streaming": DecodeOptions(p.streaming.chunk_size, p.streaming.num_decoding_left_chunks, **common),
-        "full": DecodeOptions(-1, -1, **common),
-    }
 
 
 def main(argv: list) -> None:
@@ -30,9 +16,8 @@ def main(argv: list) -> None:
     torch.set_num_threads(p.eval.threads)
     model, _, symbols = load_model(p.model.dir)
     backend = TorchBackend(model, reverse_weight=p.eval.reverse_weight)
-    metrics = evaluate_sets(
-        backend, dict(p.data.test_sets), decode_contexts(p), symbols, p.eval.max_utts, Path("exp/eval_torch")
-    )
+    metrics = evaluate_sets(backend, dict(p.data.test_sets), decode_contexts(p.eval, p.streaming), symbols,
+                            p.eval.max_utts, Path("exp/eval_torch"))
     write_json(Path("metrics/torch.json"), metrics)
 
 

@@ -20,8 +20,8 @@ def write_csv(path: Path, rows: list) -> None:
 
 def main(argv: list) -> None:
     p = load_stage_params("summary", argv)
-    loaded = {name: json.loads((METRICS / f"{name}.json").read_text()) for name in ("torch", "onnx", "bpu", "quant")}
-    rows = summary_rows(loaded["torch"], loaded["onnx"], loaded["bpu"], loaded["quant"], p.streaming.chunk_size,
+    loaded = {name: json.loads((METRICS / f"{name}.json").read_text()) for name in ("onnx", "bpu", "quant")}
+    rows = summary_rows(loaded["onnx"], loaded["bpu"], loaded["quant"], p.streaming.chunk_size,
                         p.streaming.num_decoding_left_chunks)
     write_csv(METRICS / "summary.csv", rows)
     worst = [{"node": f"{n['graph']}:{n['node']}", "op": n["op"], "cosine": n["cosine"]}

@@ -64,8 +64,10 @@ def test_first_run_writes_metrics(repo):
     assert (repo / "exp" / "eval_torch" / "test.jsonl").is_file()
     assert {"train.yaml", "final.pt", "units.txt", "global_cmvn"} <= {p.name for p in (repo / "exp/trained_model").iterdir()}
     onnx_metrics = json.loads((repo / "metrics" / "onnx.json").read_text())
-    assert set(onnx_metrics["test"]) == {"cpu", "cpu_int8", "gpu_streaming", "gpu_offline", "sherpa",
+    assert set(onnx_metrics["test"]) == {"pytorch", "cpu", "cpu_int8", "gpu_streaming", "gpu_offline", "sherpa",
                                          "sherpa_default_frontend"}
+    # the reference decoded in eval_onnx with compare.* equals the baseline when the settings agree
+    assert onnx_metrics["test"]["pytorch"]["streaming"]["ctc_greedy"] == metrics["test"]["streaming"]["ctc_greedy"]
     for family in ("cpu", "gpu_streaming", "gpu_offline"):
         assert onnx_metrics["test"][family]["ctc_greedy"]["cer_delta"] == 0.0
     assert json.loads((repo / "metrics" / "export.json").read_text())["cpu"]["encoder_out"] < 1e-4
@@ -87,26 +89,30 @@ def test_second_repro_runs_nothing(repo):
 @pytest.mark.parametrize(
     "override,expected",
     [
-        ("eval.beam_size=2", {"eval_torch", "eval_onnx", "eval_bpu", "eval_quant"}),
-        ("streaming.chunk_size=4", {"eval_torch", "export", "eval_onnx"} | BPU),
-        ("streaming.num_decoding_left_chunks=2", {"eval_torch", "export", "eval_onnx"} | BPU),
-        ("export.gpu_beam_size=4", {"export", "eval_onnx"}),
-        ("bpu.layer_norm_on_bpu=true", BPU),
-        ("calibrate.max_samples=2", {"calibrate", "compile", "eval_quant"}),
-        ("bpu.calibration_type=kl", {"compile", "eval_quant"}),
-        ("bpu.float_islands=false", {"bpu_config", "compile", "eval_quant"}),
-        ("bpu.run_on_cpu=[{op:Conv,scope:'^/embed/conv/conv\\.0/'}]", {"bpu_config", "compile", "eval_quant"}),
-        ("model=demo_moe", {"train", "eval_torch", "export", "eval_onnx"} | BPU),
+        ("eval.beam_size=2", {"eval_torch"}),  # the baseline's report only: nothing compares against its files
+        ("eval.max_utts=3", {"eval_torch"}),
+        ("compare.beam_size=2", {"eval_onnx", "eval_bpu", "eval_quant", "summary"}),
+        ("streaming.chunk_size=4", {"eval_torch", "export", "eval_onnx", "summary"} | BPU),
+        ("streaming.num_decoding_left_chunks=2", {"eval_torch", "export", "eval_onnx", "summary"} | BPU),
+        ("export.gpu_beam_size=4", {"export", "eval_onnx", "summary"}),
+        ("bpu.layer_norm_on_bpu=true", BPU | {"summary"}),
+        ("calibrate.max_samples=2", {"calibrate", "compile", "eval_quant", "summary"}),
+        ("bpu.calibration_type=kl", {"compile", "eval_quant", "summary"}),
+        ("bpu.float_islands=false", {"bpu_config", "compile", "eval_quant", "summary"}),
+        ("bpu.run_on_cpu=[{op:Conv,scope:'^/embed/conv/conv\\.0/'}]",
+         {"bpu_config", "compile", "eval_quant", "summary"}),
+        ("model=demo_moe", ALL - {"synth"}),
         ("data.synth.seed=7", ALL),
     ],
 )
 def test_param_change_reruns_exactly(repo, tmp_path, override, expected):
-    """In a copy of the base repository (no restore needed); `summary` follows every evaluation,
-    since each eval's metrics hold a measured real-time factor."""
+    """In a copy of the base repository (no restore needed). `summary` follows every artifact
+    evaluation, since each one's metrics hold a measured real-time factor; it does not read
+    metrics/torch.json, so an `eval.*` change reruns eval_torch alone."""
     work = tmp_path / "repo"
     shutil.copytree(repo, work, symlinks=True)
     compose(work / "params.yaml", ["experiment=tiny", override], work / "conf")
-    assert stages_run(run(DVC_REPRO, work)) == expected | {"summary"}
+    assert stages_run(run(DVC_REPRO, work)) == expected
 
 
 def test_own_model_and_lists_train_and_synthesize_nothing(repo, tmp_path):
@@ -123,7 +129,7 @@ def test_own_model_and_lists_train_and_synthesize_nothing(repo, tmp_path):
     compose(own / "params.yaml", [
         "model=wenet", f"model.dir={repo / 'exp' / 'trained_model'}",
         "data=lists", f"data.root={lists}", f"data.test_sets={{mine: {lists / 'test' / 'data.list'}}}",
-        f"data.cali_list={lists / 'cali' / 'data.list'}", "eval.beam_size=3",
+        f"data.cali_list={lists / 'cali' / 'data.list'}", "eval.beam_size=3", "compare.beam_size=3",
     ], own / "conf")
     run(["git", "add", "-A"], own)
     run(["git", "commit", "-qm", "own model"], own)

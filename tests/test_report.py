@@ -86,8 +86,7 @@ def test_report_renders_in_headless_chromium(page, tmp_path):
 
 
 def test_summary_rows_put_artifacts_side_by_side():
-    torch = {"test": {"streaming": family(60.0)}}
-    rows = summary_rows(torch, {"test": {"cpu": family(60.0)}}, {"test": {"bpu_float": family(60.0)}},
-                        {"test": family(61.0, 1.0)}, 8, 16)
+    onnx = {"test": {"pytorch": {"streaming": family(60.0)}, "cpu": family(60.0)}}
+    rows = summary_rows(onnx, {"test": {"bpu_float": family(60.0)}}, {"test": family(61.0, 1.0)}, 8, 16)
     assert [r["artifact"] for r in rows] == ["pytorch", "onnx_cpu", "bpu_float", "quantized"]
     assert rows[-1]["cer_delta"] == 1.0 and rows[0]["label"] == "test/pytorch"

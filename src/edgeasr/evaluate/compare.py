@@ -1,13 +1,15 @@
-"""Score an artifact family against the PyTorch baseline, utterance by utterance.
+"""Score an artifact family against the PyTorch model, utterance by utterance.
 
-For each family: CER per mode, CER minus the baseline's, the share of hypotheses identical to the
-baseline's, the largest |difference| of CTC log-probabilities (finite entries), real-time factor.
+Each artifact evaluation decodes the PyTorch model itself, with the same `compare.*` settings and
+utterances as the artifact (a `Reference`), so it does not depend on eval_torch's settings: changing
+how the baseline is reported (`eval.*`) reruns eval_torch only. For each family: CER per mode, CER
+minus PyTorch's, the share of hypotheses identical to PyTorch's, the largest |difference| of CTC
+log-probabilities (finite entries), real-time factor.
 """
 
-import json
 import time
-from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -16,34 +18,42 @@ from ..decode import Backend, DecodeOptions, recognize
 from ..export.parity import max_abs_diff
 from ..frontend import read_audio
 from .cer import score
-from .runner import PreparedUtterance, chunk_latency, detokenize
+from .runner import PreparedUtterance, chunk_latency, detokenize, evaluate_set
 
 
-def read_hyps(path: Path) -> Dict[str, dict]:
-    """exp/eval_torch/<set>.jsonl -> {key: {ref, streaming: {mode: text}, full: {...}}}."""
-    return {h["key"]: h for h in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+@dataclass(frozen=True)
+class Reference:
+    """The PyTorch model decoded over the same utterances and contexts as the artifacts."""
+
+    metrics: Mapping[str, dict]  # {context: {mode: scores, rtf, ...}}, the layout of metrics/torch.json
+    hyps: Mapping[str, dict]  # {key: {ref, context: {mode: text}}}
+    log_probs: Mapping[str, List[np.ndarray]]  # {context: per-utterance (T', V) CTC log-probs}
 
 
-def reference_log_probs(reference: Backend, prepared: Sequence[PreparedUtterance], opts: DecodeOptions) -> List[np.ndarray]:
-    return [recognize(reference, p.feats, DecodeOptions(opts.chunk_size, opts.num_left_chunks, modes=())).log_probs
-            for p in prepared]
+def decode_reference(
+    model: Backend,
+    prepared: Sequence[PreparedUtterance],
+    contexts: Mapping[str, DecodeOptions],
+    id_to_token: Mapping[int, str],
+) -> Reference:
+    metrics, hyps, log_probs = evaluate_set(model, list(prepared), contexts, id_to_token)
+    return Reference({c: metrics[c] for c in contexts}, {h["key"]: h for h in hyps}, log_probs)
 
 
 def summarize(
     hyps: Sequence[Mapping[str, str]],
     prepared: Sequence[PreparedUtterance],
-    baseline_hyps: Mapping[str, dict],
-    baseline_metrics: Mapping[str, dict],
+    reference: Reference,
     context: str,
     modes: Sequence[str],
 ) -> Dict[str, dict]:
     out = {}
     for mode in modes:
         cer = score((p.utt.txt, h[mode]) for p, h in zip(prepared, hyps)).cer
-        same = [h[mode] == baseline_hyps[p.utt.key][context][mode] for p, h in zip(prepared, hyps)]
+        same = [h[mode] == reference.hyps[p.utt.key][context][mode] for p, h in zip(prepared, hyps)]
         out[mode] = {
             "cer": round(cer, 4),
-            "cer_delta": round(cer - baseline_metrics[context][mode]["cer"], 4) + 0.0,  # no -0.0
+            "cer_delta": round(cer - reference.metrics[context][mode]["cer"], 4) + 0.0,  # no -0.0
             "identical": round(float(np.mean(same)), 4),
         }
     return out
@@ -55,24 +65,23 @@ def evaluate_family(
     opts: DecodeOptions,
     context: str,
     id_to_token: Mapping[int, str],
-    reference: Optional[List[np.ndarray]],
-    baseline_hyps: Mapping[str, dict],
-    baseline_metrics: Mapping[str, dict],
+    reference: Reference,
     name: str,
+    frames_align: bool = True,
 ) -> Dict[str, object]:
-    """`reference`: the baseline's CTC log-probs per utterance, or None where frames do not align."""
+    """frames_align: the family's CTC frames match PyTorch's one to one, so log-probs are compared."""
     hyps, worst, decode_time = [], 0.0, 0.0
     for index, p in enumerate(tqdm(prepared, desc=name, unit="utt")):
         start = time.perf_counter()
         rec = recognize(backend, p.feats, opts)
         decode_time += time.perf_counter() - start
-        if reference is not None:
-            worst = max(worst, max_abs_diff(reference[index], rec.log_probs))
+        if frames_align:
+            worst = max(worst, max_abs_diff(reference.log_probs[context][index], rec.log_probs))
         hyps.append({mode: detokenize(ids, id_to_token) for mode, ids in rec.hyps.items()})
     audio = sum(p.seconds for p in prepared)
-    result: Dict[str, object] = summarize(hyps, prepared, baseline_hyps, baseline_metrics, context, opts.modes)
+    result: Dict[str, object] = summarize(hyps, prepared, reference, context, opts.modes)
     result["context"] = context
-    if reference is not None:
+    if frames_align:
         result["max_abs_log_prob_diff"] = float(f"{worst:.3g}")
     result["rtf"] = round((sum(p.feature_seconds for p in prepared) + decode_time) / max(audio, 1e-9), 5)
     if opts.chunk_size > 0:
@@ -80,12 +89,10 @@ def evaluate_family(
     return result
 
 
-
 def evaluate_audio_recognizer(
     transcribe: Callable[[np.ndarray], str],
     prepared: Sequence[PreparedUtterance],
-    baseline_hyps: Mapping[str, dict],
-    baseline_metrics: Mapping[str, dict],
+    reference: Reference,
     name: str,
 ) -> Dict[str, object]:
     """A recognizer with its own front end (sherpa-onnx): scored as streaming ctc_greedy."""
@@ -95,7 +102,7 @@ def evaluate_audio_recognizer(
         text = transcribe(read_audio(p.utt.wav))
         elapsed += time.perf_counter() - start
         hyps.append({"ctc_greedy": text})
-    result: Dict[str, object] = summarize(hyps, prepared, baseline_hyps, baseline_metrics, "streaming", ["ctc_greedy"])
+    result: Dict[str, object] = summarize(hyps, prepared, reference, "streaming", ["ctc_greedy"])
     result["context"] = "streaming"
     result["rtf"] = round(elapsed / max(sum(p.seconds for p in prepared), 1e-9), 5)
     return result

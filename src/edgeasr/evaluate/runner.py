@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -42,6 +42,22 @@ def prepare(data_list: Path, max_utts: int) -> List[PreparedUtterance]:
     return out
 
 
+def decode_contexts(search: Any, streaming: Any, modes: Sequence[str] = (), full_context: bool = True
+                    ) -> Dict[str, DecodeOptions]:
+    """{"streaming": at streaming.chunk_size / num_decoding_left_chunks[, "full": whole utterance]} with
+    one params section's search settings (`eval` or `compare`); `modes` narrows the section's modes."""
+    common = dict(
+        beam_size=search.beam_size,
+        ctc_weight=search.ctc_weight,
+        reverse_weight=search.reverse_weight,
+        modes=tuple(m for m in search.modes if not modes or m in modes),
+    )
+    contexts = {"streaming": DecodeOptions(streaming.chunk_size, streaming.num_decoding_left_chunks, **common)}
+    if full_context:
+        contexts["full"] = DecodeOptions(-1, -1, **common)
+    return contexts
+
+
 def chunk_latency(backend: Backend, prepared: Sequence[PreparedUtterance], chunk_size: int,
                   decode_time: float) -> Dict[str, float]:
     """chunk_audio_ms: audio one chunk covers (the algorithmic latency: chunk x subsampling x 10 ms);
@@ -64,8 +80,9 @@ def evaluate_set(
     contexts: Mapping[str, DecodeOptions],
     id_to_token: Mapping[int, str],
 ) -> tuple:
-    """-> (metrics for this set, per-utterance hypotheses)."""
+    """-> (metrics for this set, per-utterance hypotheses, {context: per-utterance (T', V) CTC log-probs})."""
     hyps: List[dict] = [{"key": p.utt.key, "ref": p.utt.txt} for p in prepared]
+    log_probs: Dict[str, List[np.ndarray]] = {context: [] for context in contexts}
     result: Dict[str, object] = {
         "utterances": len(prepared),
         "audio_seconds": round(sum(p.seconds for p in prepared), 2),
@@ -76,14 +93,15 @@ def evaluate_set(
         decode_time = 0.0
         for p, h in zip(tqdm(prepared, desc=context, unit="utt"), hyps):
             start = time.perf_counter()
-            out = recognize(backend, p.feats, opts).hyps
+            rec = recognize(backend, p.feats, opts)
             decode_time += time.perf_counter() - start
-            h[context] = {mode: detokenize(ids, id_to_token) for mode, ids in out.items()}
+            log_probs[context].append(rec.log_probs)
+            h[context] = {mode: detokenize(ids, id_to_token) for mode, ids in rec.hyps.items()}
         result[context] = {mode: score((h["ref"], h[context][mode]) for h in hyps).as_dict() for mode in opts.modes}
         result[context]["rtf"] = round((feature_time + decode_time) / max(audio, 1e-9), 5)
         if opts.chunk_size > 0:
             result[context].update(chunk_latency(backend, prepared, opts.chunk_size, decode_time))
-    return result, hyps
+    return result, hyps, log_probs
 
 
 def evaluate_sets(
@@ -100,7 +118,7 @@ def evaluate_sets(
     metrics: Dict[str, object] = {}
     for name, data_list in test_sets.items():
         prepared = prepare(Path(data_list), max_utts)
-        metrics[name], hyps = evaluate_set(backend, prepared, contexts, id_to_token)
+        metrics[name], hyps, _ = evaluate_set(backend, prepared, contexts, id_to_token)
         with open(hyps_dir / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for h in hyps:
                 f.write(json.dumps(h, ensure_ascii=False) + "\n")

@@ -1,7 +1,8 @@
 """One comparable row per test set and artifact (streaming, CTC greedy), for tables and plots.
 
-Every later artifact is measured against the PyTorch baseline at the same chunk settings; these rows
-put them side by side: CER, CER minus PyTorch, real-time factor, compute per chunk.
+Every artifact is measured against the PyTorch model decoded alike (`compare.*`, same chunk settings);
+these rows put them side by side: CER, CER minus PyTorch, real-time factor, compute per chunk. The
+PyTorch row is eval_onnx's reference decode, the one the deltas are measured from.
 """
 
 from typing import Dict, List, Mapping
@@ -23,11 +24,11 @@ def _row(test_set: str, artifact: str, family: Mapping[str, object], chunk: int,
     }
 
 
-def summary_rows(torch: Mapping, onnx: Mapping, bpu: Mapping, quant: Mapping, chunk: int, left: int) -> List[dict]:
-    """Rows for pytorch, onnx_cpu, bpu_float and quantized on every test set of the baseline."""
+def summary_rows(onnx: Mapping, bpu: Mapping, quant: Mapping, chunk: int, left: int) -> List[dict]:
+    """Rows for pytorch, onnx_cpu, bpu_float and quantized on every test set of metrics/onnx.json."""
     rows = []
-    for test_set, baseline in torch.items():
-        rows.append(_row(test_set, "pytorch", baseline["streaming"], chunk, left))
+    for test_set, families in onnx.items():
+        rows.append(_row(test_set, "pytorch", families["pytorch"]["streaming"], chunk, left))
         rows.append(_row(test_set, "onnx_cpu", onnx[test_set]["cpu"], chunk, left))
         rows.append(_row(test_set, "bpu_float", bpu[test_set]["bpu_float"], chunk, left))
         rows.append(_row(test_set, "quantized", quant[test_set], chunk, left))

@@ -41,9 +41,9 @@ class LabelSmoothingLoss(torch.nn.Module):
         logits = logits.reshape(-1, self.size)
         target = target.reshape(-1)
         ignore = target == IGNORE_ID
-        true_dist = torch.full_like(logits, self.smoothing / (self.size - 1))
+        true_dist = torch.full_like(logits, self.smoothing / (self.size - 1), dtype=torch.float32)
         true_dist.scatter_(1, target.masked_fill(ignore, 0).unsqueeze(1), 1.0 - self.smoothing)
-        kl = torch.nn.functional.kl_div(torch.log_softmax(logits, dim=1), true_dist, reduction="none")
+        kl = torch.nn.functional.kl_div(torch.log_softmax(logits.float(), dim=1), true_dist, reduction="none")
         total = kl.masked_fill(ignore.unsqueeze(1), 0.0).sum()
         denom = int((~ignore).sum()) if self.normalize_length else batch
         return total / denom
@@ -77,10 +77,18 @@ class ASRModel(torch.nn.Module):
         self.criterion_att = LabelSmoothingLoss(vocab_size, lsm_weight, length_normalized_loss)
 
     def forward(
-        self, speech: torch.Tensor, speech_lengths: torch.Tensor, text: torch.Tensor, text_lengths: torch.Tensor
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        chunk_size: int = 0,
     ) -> Dict[str, torch.Tensor]:
-        """Training loss: ctc_weight * CTC + (1 - ctc_weight) * attention (L2R/R2L mixed by reverse_weight)."""
-        encoder_out, encoder_mask = self.encoder(speech, speech_lengths)
+        """Training loss: ctc_weight * CTC + (1 - ctc_weight) * attention (L2R/R2L mixed by reverse_weight).
+
+        chunk_size: the encoder's attention chunk for this batch (-1 full context, 0 = the encoder's
+        own random choice, as WeNet trains)."""
+        encoder_out, encoder_mask = self.encoder(speech, speech_lengths, chunk_size)
         encoder_out_lens = encoder_mask.squeeze(1).sum(1)
         loss_ctc = self.ctc(encoder_out, encoder_out_lens, text, text_lengths)
         if self.decoder is None or self.ctc_weight >= 1.0:

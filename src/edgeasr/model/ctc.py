@@ -16,7 +16,7 @@ class CTC(torch.nn.Module):
     def forward(
         self, hs_pad: torch.Tensor, hlens: torch.Tensor, ys_pad: torch.Tensor, ys_lens: torch.Tensor
     ) -> torch.Tensor:
-        """Summed CTC loss divided by batch size (WeNet's reduction)."""
-        log_probs = self.log_softmax(hs_pad).transpose(0, 1)  # (T, B, V)
+        """Summed CTC loss divided by batch size (WeNet's reduction); float32 even under bf16 autocast."""
+        log_probs = torch.nn.functional.log_softmax(self.ctc_lo(hs_pad).float(), dim=2).transpose(0, 1)  # (T, B, V)
         loss = self.ctc_loss(log_probs, ys_pad, hlens, ys_lens)
         return loss / hs_pad.size(0)
