@@ -42,6 +42,16 @@ ARCHITECTURES: Dict[str, Dict[str, Any]] = {
         },
         **_BASE_DECODER,
     },
+    # WeNet's AISHELL recipe: full-context conv module (kernel 15, not causal), rel_pos.
+    "conformer_relpos_noncausal_k15": {
+        "encoder": "conformer",
+        "encoder_conf": {
+            "output_size": 16, "attention_heads": 2, "linear_units": 24, "num_blocks": 2,
+            "input_layer": "conv2d", "pos_enc_layer_type": "rel_pos", "selfattention_layer_type": "rel_selfattn",
+            "activation_type": "swish", "cnn_module_kernel": 15, "use_dynamic_chunk": True,
+        },
+        **_BASE_DECODER,
+    },
     "transformer_abspos_conv2d6": {
         "encoder": "transformer",
         "encoder_conf": {

@@ -129,3 +129,70 @@ def test_missing_files_are_named(tmp_path):
     (tmp_path / "units.txt").unlink()
     with pytest.raises(EdgeAsrError, match="no units.txt"):
         load_model(tmp_path)
+
+
+def wenet_sinusoid(max_len: int, d_model: int) -> torch.Tensor:
+    """The table as current WeNet builds its persistent `pe` buffer (written out here, independently
+    of edgeasr's embedding module): (1, max_len, d_model)."""
+    pe = torch.zeros(max_len, d_model)
+    position = torch.arange(0, max_len, dtype=torch.float32).unsqueeze(1)
+    div_term = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * -(np.log(10000.0) / d_model))
+    pe[:, 0::2] = torch.sin(position * div_term)
+    pe[:, 1::2] = torch.cos(position * div_term)
+    return pe.unsqueeze(0)
+
+
+# The `pe` keys a current WeNet checkpoint of each test architecture carries (no_pos has none).
+WENET_PE_KEYS = {
+    "conformer_relpos_conv2d_swish_ln": ["encoder.embed.pos_enc.pe", "decoder.left_decoder.embed.1.pe",
+                                         "decoder.right_decoder.embed.1.pe"],
+    "conformer_nopos_conv2d8_relu_causal_bn": ["decoder.left_decoder.embed.1.pe", "decoder.right_decoder.embed.1.pe"],
+    "transformer_abspos_conv2d6": ["encoder.embed.pos_enc.pe", "decoder.left_decoder.embed.1.pe",
+                                   "decoder.right_decoder.embed.1.pe"],
+    "conformer_moe_conv2d8": ["encoder.embed.pos_enc.pe", "decoder.embed.1.pe"],
+}
+
+
+def add_wenet_pe(path, arch, table=wenet_sinusoid):
+    state = torch.load(path / "final.pt", weights_only=True)
+    for key in WENET_PE_KEYS[arch]:
+        state[key] = table(5000, 16)
+    torch.save(state, path / "final.pt")
+
+
+def test_current_wenet_checkpoint_with_pe_buffers_loads(tmp_path, arch, feats):
+    ref = write_model_dir(tmp_path, arch)
+    add_wenet_pe(tmp_path, arch)
+    model, _, _ = load_model(tmp_path)
+    lens = torch.tensor([feats.size(1)])
+    with torch.no_grad():
+        assert torch.equal(ref.encoder(feats, lens, 4, 2)[0], model.encoder(feats, lens, 4, 2)[0])
+
+
+def test_wrong_pe_buffer_is_an_error_naming_key_and_difference(tmp_path):
+    arch = "transformer_abspos_conv2d6"
+    write_model_dir(tmp_path, arch)
+
+    def shifted(max_len, d):
+        return wenet_sinusoid(max_len + 1, d)[:, 1:]  # positions off by one
+
+    add_wenet_pe(tmp_path, arch, shifted)
+    with pytest.raises(EdgeAsrError, match=r"encoder\.embed\.pos_enc\.pe is not the sinusoid table .*max \|diff\| 0\.\d"):
+        load_model(tmp_path)
+
+
+def test_pe_buffer_of_another_length_is_a_shape_error(tmp_path):
+    arch = "transformer_abspos_conv2d6"
+    write_model_dir(tmp_path, arch)
+    add_wenet_pe(tmp_path, arch, lambda n, d: wenet_sinusoid(4000, d))
+    with pytest.raises(EdgeAsrError, match=r"pe has shape \(1, 4000, 16\)"):
+        load_model(tmp_path)
+
+
+def test_pe_key_where_the_model_has_no_positional_encoding_is_unexpected(tmp_path):
+    write_model_dir(tmp_path, "conformer_nopos_conv2d8_relu_causal_bn")
+    state = torch.load(tmp_path / "final.pt", weights_only=True)
+    state["encoder.embed.pos_enc.pe"] = wenet_sinusoid(5000, 16)
+    torch.save(state, tmp_path / "final.pt")
+    with pytest.raises(EdgeAsrError, match=r"unexpected 1: encoder\.embed\.pos_enc\.pe"):
+        load_model(tmp_path)

@@ -14,11 +14,17 @@ import torch
 
 from ..errors import EdgeAsrError
 from ..export.metadata import model_geometry, write_metadata
+from ..export.onnx_io import traced_in_eval_mode
 from ..model.asr_model import ASRModel
 from .encoder import BpuCtc, BpuEncoder, zero_state
 
 OPSET = 11
 MAX_IR_VERSION = 7
+# NOTE: WeNet's board runtime (runtime/horizonbpu/bpu/bpu_asr_model.cc) fills att_mask and copies
+# the caches into the input tensors in NCHW order, and WeNet's exporter writes NCHW for both the
+# training and the runtime layout. NHWC here would make hb_mapper insert a transpose that reads
+# the runtime's NCHW buffers as NHWC (simulated: encoder output off by 1.6-2.7).
+BOARD_LAYOUT = "NCHW"
 
 
 def hb_mapper_attributes(shapes: Mapping[str, Tuple[int, ...]], outputs: Sequence[str]) -> Dict[str, str]:
@@ -28,8 +34,8 @@ def hb_mapper_attributes(shapes: Mapping[str, Tuple[int, ...]], outputs: Sequenc
         "input_name": ";".join(shapes),
         "input_shape": ";".join("x".join(str(d) for d in shape) for shape in shapes.values()),
         "input_type": ";".join(["featuremap"] * n),
-        "input_layout_train": ";".join(["NCHW"] * n),
-        "input_layout_rt": ";".join(["NHWC"] * n),
+        "input_layout_train": ";".join([BOARD_LAYOUT] * n),
+        "input_layout_rt": ";".join([BOARD_LAYOUT] * n),
         "norm_type": ";".join(["no_preprocess"] * n),
         "output_name": ";".join(outputs),
     }
@@ -39,7 +45,7 @@ def export_static(module: torch.nn.Module, inputs: Mapping[str, torch.Tensor], o
                   meta: Mapping[str, object]) -> Path:
     """Trace with static shapes at opset 11; assert opset, ir_version and 4-D static float inputs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    with torch.no_grad(), traced_in_eval_mode(module):
         torch.onnx.export(module, tuple(inputs.values()), str(path), input_names=list(inputs),
                           output_names=list(outputs), opset_version=OPSET, do_constant_folding=True, dynamo=False)
     proto = onnx.load(str(path))

@@ -32,8 +32,10 @@ class OnnxCpuBackend(ScoringBackend):
         self.left_chunks = int(meta["left_chunks"])
         self.sos, self.eos = int(meta["sos_symbol"]), int(meta["eos_symbol"])
         self.encoder = session(encoder, threads)
+        self.encoder_inputs = [i.name for i in self.encoder.get_inputs()]
         self.ctc = session(ctc, threads)
-        self.decoder = session(decoder, threads) if decoder is not None else None
+        # A CTC-only model's decoder.onnx is the neutral one WeNet's runtime needs (export/cpu.py).
+        self.decoder = session(decoder, threads) if decoder is not None and meta["decoder"] != "none" else None
         self.has_decoder = self.decoder is not None
         layers, heads = int(meta["num_blocks"]), int(meta["head"])
         d_k2 = 2 * int(meta["output_size"]) // heads
@@ -64,17 +66,16 @@ class OnnxCpuBackend(ScoringBackend):
 
     def encode_chunk(self, window: np.ndarray, state: OnnxStreamState) -> Tuple[np.ndarray, np.ndarray, OnnxStreamState]:
         required = self.cache_frames if self.left_chunks > 0 else (-1 if self.left_chunks < 0 else 0)
-        out, att_cache, cnn_cache = self.encoder.run(
-            None,
-            {
-                "chunk": window[None].astype(np.float32),
-                "offset": np.array(state.offset, dtype=np.int64),
-                "required_cache_size": np.array(required, dtype=np.int64),
-                "att_cache": state.att_cache,
-                "cnn_cache": state.cnn_cache,
-                "att_mask": self._att_mask(state.chunks_done),
-            },
-        )
+        feed = {
+            "chunk": window[None].astype(np.float32),
+            "offset": np.array(state.offset, dtype=np.int64),
+            "required_cache_size": np.array(required, dtype=np.int64),
+            "att_cache": state.att_cache,
+            "cnn_cache": state.cnn_cache,
+            "att_mask": self._att_mask(state.chunks_done),
+        }
+        # As WeNet's runtime: feed by name what the graph declares (see export/cpu.py).
+        out, att_cache, cnn_cache = self.encoder.run(None, {k: feed[k] for k in self.encoder_inputs})
         log_probs = self.ctc.run(None, {"hidden": out})[0][0]
         next_state = OnnxStreamState(state.offset + out.shape[1], state.chunks_done + 1, att_cache, cnn_cache)
         return out[0], log_probs, next_state

@@ -1,9 +1,12 @@
 """cpu/: WeNet's onnxruntime-runtime models: encoder.onnx (forward_chunk), ctc.onnx, decoder.onnx,
-plus dynamically quantized INT8 copies (*.int8.onnx).
+plus dynamically quantized INT8 copies (*.int8.onnx). A CTC-only model gets a neutral decoder.onnx
+(all scores 0, metadata `decoder: none`): WeNet's runtime will not start without the file.
 
 The encoder keeps a fixed-size attention cache of chunk * left_chunks frames and masks the slots not
-yet filled with att_mask (WeNet's "real cache, real mask" export); with left_chunks <= 0 the cache
-grows (a dynamic axis) and att_mask is empty.
+yet filled with att_mask (WeNet's "real cache, real mask" export); with left_chunks < 0 (unlimited)
+the cache grows (a dynamic axis) and the graph has no att_mask / required_cache_size inputs. Inputs a
+model does not read are absent, as in the file WeNet's exporter writes (cnn_cache without a causal
+conv module), and WeNet's runtime feeds inputs by name.
 """
 
 from pathlib import Path
@@ -13,7 +16,7 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from ..model.asr_model import ASRModel
-from .graphs import CtcHead, RescoringDecoder, StreamingEncoder, dense_moe, io_shapes
+from .graphs import CtcHead, NeutralRescoringDecoder, RescoringDecoder, StreamingEncoder, dense_moe, io_shapes
 from .metadata import model_geometry, write_metadata
 from .onnx_io import export_graph
 
@@ -40,6 +43,10 @@ def export_cpu(model: ASRModel, out_dir: Path, chunk_size: int, left_chunks: int
     meta = {**model_geometry(model, chunk_size, left_chunks), "opset": opset, "model_type": "wenet_cpu"}
     d = model.encoder.output_size()
     paths = {name: out_dir / f"{name}.onnx" for name in ("encoder", "ctc", "decoder")}
+    _, _, _, _, conv_cache_frames = io_shapes(model, chunk_size, left_chunks)
+    unread = (["cnn_cache"] if conv_cache_frames == 0 else []) + (
+        ["required_cache_size", "att_mask"] if left_chunks <= 0 else []
+    )
     with dense_moe(model):
         export_graph(
             StreamingEncoder(model),
@@ -55,24 +62,22 @@ def export_cpu(model: ASRModel, out_dir: Path, chunk_size: int, left_chunks: int
                 "r_att_cache": {2: "T_CACHE"},
             },
             opset,
+            optional_inputs=unread,
         )
     export_graph(CtcHead(model), (torch.randn(1, chunk_size, d),), paths["ctc"], ["hidden"], ["probs"],
                  {"hidden": {1: "T"}, "probs": {1: "T"}}, opset)
-    if model.decoder is not None:
-        hyps = torch.randint(3, model.vocab_size - 1, (4, 7))
-        hyps[:, 0] = model.sos
-        export_graph(
-            RescoringDecoder(model),
-            (hyps, torch.tensor([7, 5, 3, 1]), torch.randn(1, 20, d)),
-            paths["decoder"],
-            ["hyps", "hyps_lens", "encoder_out"],
-            ["score", "r_score"],
-            {"hyps": {0: "NUM_HYPS", 1: "L"}, "hyps_lens": {0: "NUM_HYPS"}, "encoder_out": {1: "T"},
-             "score": {0: "NUM_HYPS", 1: "L"}, "r_score": {0: "NUM_HYPS", 1: "L"}},
-            opset,
-        )
-    else:
-        paths.pop("decoder")
+    hyps = torch.randint(3, model.vocab_size - 1, (4, 7))
+    hyps[:, 0] = model.sos
+    export_graph(
+        RescoringDecoder(model) if model.decoder is not None else NeutralRescoringDecoder(model),
+        (hyps, torch.tensor([7, 5, 3, 1]), torch.randn(1, 20, d)),
+        paths["decoder"],
+        ["hyps", "hyps_lens", "encoder_out"],
+        ["score", "r_score"],
+        {"hyps": {0: "NUM_HYPS", 1: "L"}, "hyps_lens": {0: "NUM_HYPS"}, "encoder_out": {1: "T"},
+         "score": {0: "NUM_HYPS", 1: "L"}, "r_score": {0: "NUM_HYPS", 1: "L"}},
+        opset,
+    )
     for name in list(paths):
         write_metadata(paths[name], meta)
         quantized = out_dir / f"{name}.int8.onnx"

@@ -32,6 +32,10 @@ class StreamingEncoder(torch.nn.Module):
     chunk (1, W, F), offset () int64, required_cache_size () int64, att_cache (L, h, C, 2*d_k),
     cnn_cache (L, 1, D, K-1), att_mask (1, 1, C + chunk) bool
     -> output (1, chunk, D), r_att_cache (L, h, C, 2*d_k), r_cnn_cache (L, 1, D, K-1)
+
+    Inputs the model does not read are absent from the graph, exactly as in WeNet's export:
+    `cnn_cache` without a causal conv module; `required_cache_size` and `att_mask` with unlimited
+    left context (C grows by `chunk` per call then, and the mask is empty).
     """
 
     def __init__(self, model: ASRModel):
@@ -44,8 +48,8 @@ class StreamingEncoder(torch.nn.Module):
         )
         # A no_pos model ignores `offset`, and the exporter would drop the input; WeNet's and
         # sherpa-onnx's runtimes feed it by name, so keep it with an exact no-op (+ 0 * offset).
-        if getattr(self.encoder.encoders[0], "conv_module", None) is None:
-            r_cnn_cache = cnn_cache  # no conv module: the (L, 1, D, 0) cache passes through unchanged
+        # Without a causal conv module `cnn_cache` is unused and dropped, as in WeNet's export;
+        # r_cnn_cache stays the third output (WeNet's runtime reads outputs by position).
         return out + 0.0 * offset.to(out.dtype), r_att_cache, r_cnn_cache
 
 
@@ -94,6 +98,25 @@ class RescoringDecoder(torch.nn.Module):
         score = torch.log_softmax(out, dim=-1)
         r_score = torch.log_softmax(r_out, dim=-1) if self.bidirectional else torch.zeros_like(score)
         return score, r_score
+
+
+class NeutralRescoringDecoder(torch.nn.Module):
+    """decoder.onnx of a CTC-only model: RescoringDecoder's I/O, every score 0.
+
+    WeNet's runtime loads decoder.onnx unconditionally and exits without one; with all-zero
+    attention scores its rescoring keeps the CTC prefix-beam ranking, which is what a CTC-only
+    model means. hyps (N, L), hyps_lens (N,), encoder_out (1, T, D) -> score, r_score (N, L, V).
+    """
+
+    def __init__(self, model: ASRModel):
+        super().__init__()
+        self.vocab_size = model.vocab_size
+
+    def forward(self, hyps, hyps_lens, encoder_out):
+        # The runtime feeds all three inputs in order: keep each in the graph with an exact no-op.
+        zero = 0.0 * (hyps_lens.sum().to(encoder_out.dtype) + encoder_out.sum())
+        score = torch.zeros(hyps.size(0), hyps.size(1), self.vocab_size, dtype=encoder_out.dtype) + zero
+        return score, score
 
 
 class BatchEncoder(torch.nn.Module):

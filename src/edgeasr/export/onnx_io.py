@@ -1,13 +1,30 @@
 """Tracing to ONNX and opening sessions, with the settings every exporter shares."""
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Iterator, Sequence, Tuple
 
 import onnx
 import onnxruntime as ort
 import torch
 
 from ..errors import EdgeAsrError
+
+
+@contextmanager
+def traced_in_eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Every submodule in eval mode while tracing, each restored to its own mode afterwards.
+
+    NOTE: torch.onnx.export restores only the top module's flag, with `train(flag)`, which recurses:
+    a wrapper built in training mode (every new Module is) would leave the caller's model with
+    dropout on. Flags are saved per module instead."""
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
 
 
 def export_graph(
@@ -24,7 +41,7 @@ def export_graph(
     data-dependent shapes); node names keep the module path, e.g. /encoder/encoders.3/self_attn/...
     A declared input the graph does not use is an error unless listed in `optional_inputs`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    with torch.no_grad(), traced_in_eval_mode(module):
         torch.onnx.export(
             module,
             args,

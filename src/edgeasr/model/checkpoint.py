@@ -22,11 +22,15 @@ from .asr_model import ASRModel
 from .config import ModelSpec, cmvn_settings, symbol_table_setting
 from .ctc import CTC
 from .decoder import BiTransformerDecoder, TransformerDecoder
+from .embedding import PositionalEncoding
 from .encoder import ConformerEncoder, GlobalCMVN, TransformerEncoder
 
 log = logging.getLogger(__name__)
 
 _CMVN_KEYS = ("encoder.global_cmvn.mean", "encoder.global_cmvn.istd")
+# A saved sinusoid table must equal the one the model computes; float32 sin/cos of the same
+# arguments may differ by an ulp across CPUs and libms, never by more.
+_POSITION_TABLE_ATOL = 1e-5
 
 
 class LoadedModel(NamedTuple):
@@ -151,6 +155,35 @@ def _check_keys(model: torch.nn.Module, state: Dict[str, torch.Tensor], path: Pa
         )
 
 
+def accept_position_tables(
+    model: torch.nn.Module, state: Dict[str, torch.Tensor], path: Path
+) -> Dict[str, torch.Tensor]:
+    """`state` without the sinusoid tables that current WeNet saves, once each is checked.
+
+    WeNet registers `pe` of its positional encodings as a persistent buffer (checkpoints saved since
+    then carry `encoder.embed.pos_enc.pe`, `decoder.left_decoder.embed.1.pe`, ...; older ones do
+    not). Ours is computed, never loaded, so a saved table is accepted only where the model has a
+    positional encoding and only when it equals the computed one (a different max_len or d is a
+    shape error, different values an error naming the largest difference)."""
+    tables = {f"{name}.pe": m.pe for name, m in model.named_modules() if isinstance(m, PositionalEncoding)}
+    kept = {}
+    for key, value in state.items():
+        if key not in tables:
+            kept[key] = value
+            continue
+        expected = tables[key]
+        if tuple(value.shape) != tuple(expected.shape):
+            raise EdgeAsrError(
+                f"{path}: {key} has shape {tuple(value.shape)}, the sinusoid table is {tuple(expected.shape)}"
+            )
+        diff = float((value.float() - expected).abs().max())
+        if not diff <= _POSITION_TABLE_ATOL:
+            raise EdgeAsrError(
+                f"{path}: {key} is not the sinusoid table the model computes (max |diff| {diff:.3g})"
+            )
+    return kept
+
+
 def load_model(model_dir: str | Path) -> LoadedModel:
     """Load a WeNet model directory; the model is in eval mode, `model.provenance` says which files fed it."""
     model_dir = Path(model_dir)
@@ -164,6 +197,7 @@ def load_model(model_dir: str | Path) -> LoadedModel:
     state = load_state_dict(ckpt_path)
     cmvn, cmvn_source = _resolve_cmvn(model_dir, configs, state)
     model = build_model(spec, cmvn)
+    state = accept_position_tables(model, state, ckpt_path)
     if cmvn is not None and not all(k in state for k in _CMVN_KEYS):
         state = {**state, **{k: v for k, v in model.state_dict().items() if k in _CMVN_KEYS}}
     _check_keys(model, state, ckpt_path)

@@ -8,7 +8,8 @@ Offset conventions (what streaming relies on):
   positions. WeNet's "rel_pos" is therefore an absolute sinusoid applied to keys in the attention
   score (q . W_pos p_j) without rel_shift: equal in full-utterance and chunk-by-chunk mode as long
   as the cache holds exactly the frames before the chunk.
-- The table is a plain attribute, not a buffer: it is not in WeNet's state_dict.
+- The table is a plain attribute, computed, never loaded. Current WeNet saves it as a persistent
+  buffer (`*.pe` keys); `load_model` accepts those only when they equal this table.
 - Exported streaming graphs keep a fixed-size cache; their first chunks see cache slots at
   negative positions, which are masked, so a tensor offset gathers with a clamp at 0.
 """

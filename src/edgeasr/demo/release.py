@@ -1,0 +1,96 @@
+"""Train a demo checkpoint offline and ship it: the recipe behind `models/<name>/`.
+
+    python -m edgeasr.demo.release models/demo model=demo model.train.time_budget_s=3900
+    python -m edgeasr.demo.release models/demo_moe model=demo_moe model.train.time_budget_s=3900
+
+Composes conf/ with the overrides (as `dvc exp run -S` would), synthesizes nothing (run
+`dvc repro synth` first: the corpus is `data.train_list`), trains with `edgeasr.demo.trainer`, and
+writes WeNet's model directory (train.yaml, final.pt, units.txt, global_cmvn) plus
+`provenance.json`: the command, the composed training config, corpus seed and size, steps, epochs,
+wall time, hardware, torch version and the git commit it was trained at. After the pipeline has
+evaluated the checkpoint, `python -m edgeasr.demo.release --record-cer models/demo metrics/torch.json`
+adds its CER to the provenance.
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Sequence
+
+import torch
+from omegaconf import OmegaConf
+
+from ..cli import run_stage
+from ..errors import EdgeAsrError
+from ..params import compose, dataclass_from, to_dict
+from .trainer import TrainConfig, train
+
+PROVENANCE = "provenance.json"
+
+
+def git_commit() -> str:
+    """The commit the run started from, marked dirty when the work tree differs from it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=True,
+                           capture_output=True, text=True).stdout.strip()
+    return head + ("-dirty" if dirty else "")
+
+
+def hardware() -> Dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__}
+
+
+def release(out_dir: Path, overrides: Sequence[str]) -> Dict[str, Any]:
+    """Train the composed demo model into out_dir; returns the provenance record it wrote."""
+    with tempfile.TemporaryDirectory() as tmp:
+        composed = Path(tmp) / "params.yaml"
+        compose(composed, overrides)
+        params = OmegaConf.load(composed)
+    if not params.model.train.enabled:
+        raise EdgeAsrError(f"model={params.model.name}: model.train.enabled is false, nothing to train")
+    synth = params.data.synth
+    record: Dict[str, Any] = {
+        "command": "python -m edgeasr.demo.release " + " ".join([str(out_dir), *overrides]),
+        "commit": git_commit(),
+        "model": params.model.name,
+        "train_config": to_dict(params.model.train),
+        "corpus": {"name": params.data.name, "seed": synth.seed, "train_utterances": synth.num_train,
+                   "train_list": params.data.train_list},
+        "hardware": hardware(),
+    }
+    report = train(to_dict(params.model.train.architecture), dataclass_from(TrainConfig, params.model.train),
+                   Path(params.data.train_list), Path(params.data.units), out_dir)
+    record["training"] = report
+    (out_dir / PROVENANCE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    return record
+
+
+def record_cer(model_dir: Path, torch_metrics: Path) -> None:
+    """Copy CTC greedy CER per set and context from eval_torch's metrics into the provenance."""
+    path = model_dir / PROVENANCE
+    record = json.loads(path.read_text())
+    metrics = json.loads(torch_metrics.read_text())
+    record["cer_ctc_greedy"] = {
+        test_set: {ctx: metrics[test_set][ctx]["ctc_greedy"]["cer"] for ctx in ("streaming", "full")}
+        for test_set in metrics if isinstance(metrics[test_set], dict) and "streaming" in metrics[test_set]
+    }
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
+def main(argv: list) -> None:
+    if len(argv) == 3 and argv[0] == "--record-cer":
+        record_cer(Path(argv[1]), Path(argv[2]))
+        return
+    if not argv:
+        raise EdgeAsrError("usage: python -m edgeasr.demo.release OUT_DIR [overrides...]")
+    release(Path(argv[0]), argv[1:])
+
+
+if __name__ == "__main__":
+    run_stage(main)
