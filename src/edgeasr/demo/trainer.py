@@ -23,6 +23,7 @@ from ..frontend import compute_fbank, load_cmvn, read_audio, read_data_list, rea
 from ..frontend.cmvn import cmvn_stats_json
 from ..model import ModelSpec, build_model
 from ..model.asr_model import IGNORE_ID
+from ..model.ffn import MoEFFNLayer
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,12 @@ def train(
     (out_dir / "train.yaml").write_text(yaml.safe_dump(train_yaml, allow_unicode=True, sort_keys=False))
     model = build_model(ModelSpec(train_yaml, len(symbols)), load_cmvn(out_dir / "global_cmvn", True))
 
+    # NOTE: MoE layers train in their dense form (every expert runs, the top-k gate weights them):
+    # the same function and gradients as routing, 2.5-3x faster per step on CPU at demo size, where
+    # routing's gathers and scatters cost more than the extra experts' matmuls.
+    moe_layers = [m for m in model.modules() if isinstance(m, MoEFFNLayer)]
+    for layer in moe_layers:
+        layer.dense = True
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr)
     lengths = [feats[i].shape[0] for i in keep]
     step, epoch, start = 0, 0, time.monotonic()
@@ -162,6 +169,8 @@ def train(
             bar.set_postfix(epoch=epoch, step=step, loss=f"{np.mean(losses[-50:]):.2f}")
         epoch += 1
     bar.close()
+    for layer in moe_layers:
+        layer.dense = False
     model.eval()
     torch.save(model.state_dict(), out_dir / "final.pt")
     return {

@@ -120,7 +120,7 @@ class NeutralRescoringDecoder(torch.nn.Module):
 
 
 class BatchEncoder(torch.nn.Module):
-    """Batched full-context encoder with CTC and its top-k (gpu/encoder.onnx).
+    """Batched full-context encoder with CTC and its top-k (gpu/offline/encoder.onnx).
 
     speech (B, T, F), speech_lengths (B,) int32 -> encoder_out (B, T', D), encoder_out_lens (B,) int32,
     ctc_log_probs (B, T', V), beam_log_probs (B, T', K), beam_log_probs_idx (B, T', K) int64
@@ -141,12 +141,19 @@ class BatchEncoder(torch.nn.Module):
 
 
 class BatchStreamingEncoder(torch.nn.Module):
-    """One chunk for B independent streams, each with its own offset and cache (gpu/encoder_streaming.onnx).
+    """One chunk for B independent streams, each with its own offset and cache (gpu/streaming/encoder.onnx).
 
     chunk_xs (B, W, F), chunk_lens (B,) int32, offset (B, 1) int64, att_cache (B, L, h, C, 2*d_k),
-    cnn_cache (B, L, D, K-1), cache_mask (B, 1, C) float (1 = filled slot)
-    -> log_probs (B, chunk, V), log_probs_idx (B, chunk, K), chunk_out (B, chunk, D),
-       chunk_out_lens (B,) int32, r_offset, r_att_cache, r_cnn_cache, r_cache_mask
+    [cnn_cache (B, L, D, K-1),] cache_mask (B, 1, C) float (1 = filled slot)
+    -> log_probs (B, chunk, K), log_probs_idx (B, chunk, K), chunk_out (B, chunk, D),
+       chunk_out_lens (B,) int32, r_offset, r_att_cache, [r_cnn_cache,] r_cache_mask
+    (the conv cache only with a causal conv module, as Triton's two encoder templates have it).
+
+    NOTE: chunk_out_lens counts the output frames whose whole receptive field lies inside
+    chunk_lens (the subsampled padding mask), where WeNet's graph returns chunk_lens // subsampling.
+    The two differ on a stream's short last chunk (conv2d8, chunk_lens 40: 4 here, 5 there): the
+    extra frame is computed from the zero padding, and Triton's scorer would search and rescore it
+    as speech. PyTorch's forward of those 40 frames gives 4 (tests/test_export.py).
     """
 
     def __init__(self, model: ASRModel, beam_size: int):
@@ -154,8 +161,11 @@ class BatchStreamingEncoder(torch.nn.Module):
         self.encoder = model.encoder
         self.ctc = model.ctc
         self.beam_size = beam_size
+        conv = getattr(model.encoder.encoders[0], "conv_module", None)
+        self.has_cnn_cache = conv is not None and conv.lorder > 0
 
-    def forward(self, chunk_xs, chunk_lens, offset, att_cache, cnn_cache, cache_mask):
+    def forward(self, chunk_xs, chunk_lens, offset, att_cache, *rest):
+        cnn_cache, cache_mask = rest if self.has_cnn_cache else (None, rest[0])
         enc = self.encoder
         masks = ~make_pad_mask(chunk_lens, chunk_xs.size(1)).unsqueeze(1)
         xs = enc.global_cmvn(chunk_xs) if enc.global_cmvn is not None else chunk_xs
@@ -165,45 +175,40 @@ class BatchStreamingEncoder(torch.nn.Module):
         att_mask = torch.cat([cache_mask > 0.5, masks], dim=2)  # (B, 1, C + chunk)
         r_att, r_cnn = [], []
         for i, layer in enumerate(enc.encoders):
-            xs, _, new_att, new_cnn = layer(xs, att_mask, pos_emb, masks, att_cache[:, i], cnn_cache[:, i])
+            layer_cnn_cache = cnn_cache[:, i] if cnn_cache is not None else torch.zeros(0, 0, 0)
+            xs, _, new_att, new_cnn = layer(xs, att_mask, pos_emb, masks, att_cache[:, i], layer_cnn_cache)
             r_att.append(new_att[:, :, xs.size(1) :].unsqueeze(1))
             r_cnn.append(new_cnn.unsqueeze(1))
         if enc.normalize_before:
             xs = enc.after_norm(xs)
-        has_conv = getattr(enc.encoders[0], "conv_module", None) is not None
-        r_cnn_cache = torch.cat(r_cnn, dim=1) if has_conv else cnn_cache  # (B, L, D, 0) passes through
         log_probs = self.ctc.log_softmax(xs)
         top_log_probs, top_idx = torch.topk(log_probs, self.beam_size, dim=2)
         out_lens = masks.squeeze(1).sum(1).int()
         r_cache_mask = torch.cat([cache_mask, masks.float()], dim=2)[:, :, xs.size(1) :]
-        return (
-            top_log_probs,
-            top_idx,
-            xs,
-            out_lens,
-            offset + out_lens.unsqueeze(1).long(),
-            torch.cat(r_att, dim=1),
-            r_cnn_cache,
-            r_cache_mask,
-        )
+        states = (torch.cat(r_cnn, dim=1),) if self.has_cnn_cache else ()
+        return (top_log_probs, top_idx, xs, out_lens, offset + out_lens.unsqueeze(1).long(),
+                torch.cat(r_att, dim=1), *states, r_cache_mask)
 
 
 class BatchRescoringDecoder(torch.nn.Module):
-    """Attention rescoring inside the graph for B utterances x K hypotheses (gpu/decoder.onnx).
+    """Attention rescoring inside the graph for B utterances x K hypotheses (gpu/*/decoder.onnx).
 
     encoder_out (B, T, D), encoder_out_lens (B,) int32, hyps_pad_sos_eos (B, K, L) int64,
-    hyps_lens_sos (B, K) int32, r_hyps_pad_sos_eos (B, K, L) int64, ctc_score (B, K) float,
-    ctc_weight (1,) float, reverse_weight (1,) float -> best_index (B,) int64
-    (hyps_pad_sos_eos: [sos, tokens, eos, eos padding]; lens count sos + tokens)
+    hyps_lens_sos (B, K) int32, [r_hyps_pad_sos_eos (B, K, L) int64,] ctc_score (B, K) float
+    -> best_index (B,) int64. hyps_pad_sos_eos: [sos, tokens, eos, eos padding]; lens count sos +
+    tokens. ctc_weight and reverse_weight are constants of the graph, as in WeNet's export (its
+    Triton template declares these inputs only); r_hyps_pad_sos_eos only with a right-to-left decoder.
     """
 
-    def __init__(self, model: ASRModel):
+    def __init__(self, model: ASRModel, ctc_weight: float, reverse_weight: float):
         super().__init__()
         self.decoder = model.decoder
         self.bidirectional = hasattr(model.decoder, "right_decoder")
+        self.ctc_weight = ctc_weight
+        self.reverse_weight = reverse_weight if self.bidirectional else 0.0
 
-    def forward(self, encoder_out, encoder_out_lens, hyps_pad_sos_eos, hyps_lens_sos, r_hyps_pad_sos_eos,
-                ctc_score, ctc_weight, reverse_weight):
+    def forward(self, encoder_out, encoder_out_lens, hyps_pad_sos_eos, hyps_lens_sos, *rest):
+        r_hyps_pad_sos_eos, ctc_score = rest if self.bidirectional else (hyps_pad_sos_eos, rest[0])
         b, k, length = hyps_pad_sos_eos.shape
         memory = encoder_out.unsqueeze(1).repeat(1, k, 1, 1).view(b * k, encoder_out.size(1), -1)
         lens = encoder_out_lens.unsqueeze(1).repeat(1, k).view(-1)
@@ -218,8 +223,8 @@ class BatchRescoringDecoder(torch.nn.Module):
         if self.bidirectional:
             r_targets = r_hyps_pad_sos_eos.view(b * k, length)[:, 1:]
             r_score = (torch.log_softmax(r_out, -1).gather(2, r_targets.unsqueeze(2)).squeeze(2) * valid).sum(1)
-            score = score * (1 - reverse_weight) + r_score * reverse_weight
-        total = score.view(b, k) + ctc_weight * ctc_score
+            score = score * (1 - self.reverse_weight) + r_score * self.reverse_weight
+        total = score.view(b, k) + self.ctc_weight * ctc_score
         return torch.argmax(total, dim=1)
 
 
