@@ -7,6 +7,7 @@ import torch
 from edgeasr.cli import run_stage
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend
+from edgeasr.errors import EdgeAsrError
 from edgeasr.evaluate.compare import decode_reference, evaluate_audio_recognizer, evaluate_family
 from edgeasr.evaluate.runner import decode_contexts, prepare, write_json
 from edgeasr.evaluate.sherpa import SherpaRecognizer
@@ -25,21 +26,27 @@ def main(argv: list) -> None:
     chunk, left = p.streaming.chunk_size, p.streaming.num_decoding_left_chunks
     contexts = decode_contexts(p.compare, p.streaming)
     cpu, gpu = EXPORT / "cpu", EXPORT / "gpu"
-    has_decoder = (cpu / "decoder.onnx").exists()
-    gpu_backend = OnnxGpuBackend(gpu / "encoder.onnx", gpu / "encoder_streaming.onnx",
-                                 gpu / "decoder.onnx" if has_decoder else None, threads)
+    if not (cpu / "encoder.onnx").is_file():
+        raise EdgeAsrError(f"{cpu}: no encoder.onnx (run `dvc repro export` first)")
+    streaming_encoder = gpu / "streaming" / "encoder.onnx"
+    gpu_decoder = gpu / "offline" / "decoder.onnx"
+    gpu_backend = OnnxGpuBackend(gpu / "offline" / "encoder.onnx",
+                                 streaming_encoder if streaming_encoder.is_file() else None,
+                                 gpu_decoder if gpu_decoder.is_file() else None, threads)
     families = {
-        "cpu": (OnnxCpuBackend(cpu / "encoder.onnx", cpu / "ctc.onnx", cpu / "decoder.onnx" if has_decoder else None,
-                               threads), "streaming"),
-        "cpu_int8": (OnnxCpuBackend(cpu / "encoder.int8.onnx", cpu / "ctc.int8.onnx",
-                                    cpu / "decoder.int8.onnx" if has_decoder else None, threads), "streaming"),
-        "gpu_streaming": (gpu_backend, "streaming"),
+        "cpu": (OnnxCpuBackend(cpu / "encoder.onnx", cpu / "ctc.onnx", cpu / "decoder.onnx", threads), "streaming"),
+        "cpu_int8": (OnnxCpuBackend(cpu / "encoder.int8.onnx", cpu / "ctc.int8.onnx", cpu / "decoder.int8.onnx",
+                                    threads), "streaming"),
         "gpu_offline": (gpu_backend, "full"),
     }
-    sherpa = {
-        "sherpa": SherpaRecognizer(EXPORT / "sherpa", chunk, left, threads, wenet_frontend=True),
-        "sherpa_default_frontend": SherpaRecognizer(EXPORT / "sherpa", chunk, left, threads, wenet_frontend=False),
-    }
+    if streaming_encoder.is_file():  # absent where the export said why (metrics/export.json, skipped)
+        families["gpu_streaming"] = (gpu_backend, "streaming")
+    sherpa = {}
+    if (EXPORT / "sherpa" / "model.onnx").is_file():
+        sherpa = {
+            "sherpa": SherpaRecognizer(EXPORT / "sherpa", chunk, left, threads, wenet_frontend=True),
+            "sherpa_default_frontend": SherpaRecognizer(EXPORT / "sherpa", chunk, left, threads, wenet_frontend=False),
+        }
     pytorch = TorchBackend(model, reverse_weight=p.compare.reverse_weight)
     metrics = {}
     for name, data_list in p.data.test_sets.items():

@@ -1,4 +1,5 @@
-"""export: cpu/ (WeNet runtime, + INT8), gpu/ (batched), sherpa/ ONNX models, each checked against PyTorch."""
+"""export: cpu/ (WeNet runtime, + INT8), gpu/ (WeNet's Triton layout), sherpa/ ONNX models, each checked
+against PyTorch; families a setting or model cannot have are skipped, and metrics/export.json says why."""
 
 from pathlib import Path
 
@@ -21,36 +22,51 @@ OUT = Path("exp/export")
 
 def main(argv: list) -> None:
     p = load_stage_params("export", argv)
+    chunk, left = p.streaming.chunk_size, p.streaming.num_decoding_left_chunks
+    if chunk <= 0:
+        raise EdgeAsrError(f"streaming.chunk_size: must be > 0 encoder frames, got {chunk} "
+                           "(full-context results are reported beside every streaming one)")
     torch.set_num_threads(1)
     model, _, _ = load_model(p.model.dir)
-    chunk, left = p.streaming.chunk_size, p.streaming.num_decoding_left_chunks
+    search = p.compare
     fresh_dir(OUT)
     cpu = export_cpu(model, OUT / "cpu", chunk, left, p.export.opset)
-    gpu = export_gpu(model, OUT / "gpu", chunk, left, p.export.gpu_beam_size, p.export.opset)
-    sherpa = export_sherpa(model, Path(model.provenance["units"]), OUT / "sherpa", chunk, left, p.export.opset)
+    gpu = export_gpu(model, OUT / "gpu", chunk, left, search.beam_size, search.ctc_weight, search.reverse_weight,
+                     p.export.opset)
+    skipped = dict(gpu["skipped"])
+    sherpa = None
+    if left > 0:
+        sherpa = export_sherpa(model, Path(model.provenance["units"]), OUT / "sherpa", chunk, left, p.export.opset)
+    else:
+        skipped["sherpa"] = f"streaming.num_decoding_left_chunks={left}: sherpa-onnx's WeNet model keeps a fixed cache"
 
     first_set = next(iter(p.data.test_sets.values()))
     utts = [u.feats for u in prepare(Path(first_set), p.export.parity_utts)]
-    reference = TorchBackend(model, reverse_weight=0.3)
-    cpu_backend = OnnxCpuBackend(cpu["encoder"], cpu["ctc"], cpu.get("decoder"))
-    gpu_backend = OnnxGpuBackend(gpu["encoder"], gpu["encoder_streaming"], gpu.get("decoder"))
+    reference = TorchBackend(model, reverse_weight=search.reverse_weight)
+    cpu_backend = OnnxCpuBackend(cpu["encoder"], cpu["ctc"], cpu["decoder"])
+    gpu_backend = OnnxGpuBackend(gpu["offline_encoder"], gpu.get("streaming_encoder"), gpu.get("offline_decoder"))
     report = {
         "cpu": compare(reference, cpu_backend, utts, chunk, left),
         "gpu_offline": compare(reference, gpu_backend, utts, -1, -1),
-        "gpu_streaming": compare(reference, gpu_backend, utts, chunk, left),
-        "sherpa": compare(reference, OnnxSherpaGraphBackend(sherpa["model"]), utts, chunk, left, ("ctc_log_probs",)),
     }
+    if "streaming_encoder" in gpu:
+        report["gpu_streaming"] = compare(reference, gpu_backend, utts, chunk, left)
+    if sherpa is not None:
+        report["sherpa"] = compare(reference, OnnxSherpaGraphBackend(sherpa["model"]), utts, chunk, left,
+                                   ("ctc_log_probs",))
     for name, diffs in report.items():
         require(name, diffs)
     # Quantized copies change numbers by design: measured here, judged by CER in eval_onnx.
-    int8 = OnnxCpuBackend(cpu["encoder_int8"], cpu["ctc_int8"], cpu.get("decoder_int8"))
+    int8 = OnnxCpuBackend(cpu["encoder_int8"], cpu["ctc_int8"], cpu["decoder_int8"])
     report["cpu_int8"] = compare(reference, int8, utts, chunk, left)
     if model.decoder is not None:
         for name, backend in (("cpu", cpu_backend), ("gpu_offline", gpu_backend)):
-            agreement = rescoring_agreement(reference, backend, utts, ctc_weight=0.5, reverse_weight=0.3)
+            agreement = rescoring_agreement(reference, backend, utts, search.beam_size, search.ctc_weight,
+                                            search.reverse_weight)
             if agreement < 1.0:
                 raise EdgeAsrError(f"{name}: decoder.onnx picks a different rescored hypothesis than PyTorch")
             report[name]["rescoring_agreement"] = agreement
+    report["skipped"] = skipped
     report["size_mb"] = {
         str(path.relative_to(OUT)): round(path.stat().st_size / 1e6, 3) for path in sorted(OUT.rglob("*.onnx"))
     }

@@ -1,4 +1,5 @@
-"""train: the demo model in WeNet's format under exp/trained_model (or nothing, for model=wenet)."""
+"""train: a demo model in WeNet's format under exp/trained_model when model.train.enabled (model=demo_scratch,
+the tiny and x3_110m presets); otherwise nothing: the shipped models/<name> or your model=wenet is read."""
 
 from pathlib import Path
 

@@ -91,8 +91,7 @@ def test_export_is_static_opset11_with_metadata(exported, key):
     expected = {"chunk": [1, 1, window, 20], "att_cache": [1, layers * h, 2 * d // h, CHUNK * LEFT],
                 "att_mask": [1, h, CHUNK, CHUNK * (LEFT + 1)]}
     conv = getattr(enc.encoders[0], "conv_module", None)
-    if conv is not None:
-        expected["cnn_cache"] = [1, d, layers, conv.lorder]
+    expected["cnn_cache"] = [1, d, layers, conv.lorder if conv is not None else 1]  # 1: the placeholder
     assert shapes == expected
     meta = read_metadata(paths["encoder"])
     assert meta["input_name"].split(";") == list(shapes)
@@ -171,3 +170,21 @@ def test_board_protocol_pads_and_opens_the_cache_chunk_by_chunk(exported):
     frames, log_probs, _ = board.encode_chunk(short, board.start_stream(CHUNK, LEFT))
     assert frames.shape[0] == log_probs.shape[0] == CHUNK  # padding decoded, as WeNet's runtime does
     np.testing.assert_allclose(np.exp(log_probs).sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("key", sorted(BPU_ARCHS))
+def test_encoder_io_is_what_the_board_runtime_indexes(exported, key):
+    """WeNet's bpu_asr_model.cc reads encoder inputs 0-3 and outputs 0-2 by position, and fills the
+    mask and copies the caches in NCHW order: every architecture the contract admits (a transformer
+    too, with its placeholder cnn_cache) has exactly that I/O and says NCHW to hb_mapper."""
+    _, paths = exported[key]
+    proto = onnx.load(str(paths["encoder"]))
+    assert [i.name for i in proto.graph.input] == ["chunk", "att_cache", "cnn_cache", "att_mask"]
+    assert [o.name for o in proto.graph.output] == ["output", "r_att_cache", "r_cnn_cache"]
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
+    outs = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in proto.graph.output}
+    assert outs["r_att_cache"] == shapes["att_cache"] and outs["r_cnn_cache"] == shapes["cnn_cache"]
+    for path in paths.values():
+        meta = read_metadata(path)
+        n = len(meta["input_name"].split(";"))
+        assert meta["input_layout_rt"] == meta["input_layout_train"] == ";".join(["NCHW"] * n)

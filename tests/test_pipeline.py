@@ -91,10 +91,12 @@ def test_second_repro_runs_nothing(repo):
     [
         ("eval.beam_size=2", {"eval_torch"}),  # the baseline's report only: nothing compares against its files
         ("eval.max_utts=3", {"eval_torch"}),
-        ("compare.beam_size=2", {"eval_onnx", "eval_bpu", "eval_quant", "summary"}),
+        ("compare.max_utts=3", {"eval_onnx", "eval_bpu", "eval_quant", "summary"}),
+        # the gpu graphs hold the top-K and the rescoring weights
+        ("compare.ctc_weight=0.4", {"export", "eval_onnx", "eval_bpu", "eval_quant", "summary"}),
         ("streaming.chunk_size=4", {"eval_torch", "export", "eval_onnx", "summary"} | BPU),
         ("streaming.num_decoding_left_chunks=2", {"eval_torch", "export", "eval_onnx", "summary"} | BPU),
-        ("export.gpu_beam_size=4", {"export", "eval_onnx", "summary"}),
+        ("export.opset=14", {"export", "eval_onnx", "summary"}),
         ("bpu.layer_norm_on_bpu=true", BPU | {"summary"}),
         ("calibrate.max_samples=2", {"calibrate", "compile", "eval_quant", "summary"}),
         ("bpu.calibration_type=kl", {"compile", "eval_quant", "summary"}),

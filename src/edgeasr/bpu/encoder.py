@@ -3,7 +3,7 @@
 Encoder, one chunk (static float32 NCHW, batch 1):
     chunk     (1, 1, W, F)             W = (chunk - 1) * subsampling + right_context + 1
     att_cache (1, L*h, 2*d_k, T)       T = chunk * left_chunks; layer i = channels [i*h, (i+1)*h)
-    cnn_cache (1, D, L, K-1)           conformer with a conv module only
+    cnn_cache (1, D, L, K-1)           K-1 = 1 without a conv module: a placeholder carried through
     att_mask  (1, h, chunk, T + chunk) 1 = visible key
  -> output (1, D, 1, chunk), r_att_cache, r_cnn_cache (shapes as the inputs)
 CTC: hidden (1, D, 1, chunk) -> logits (1, V, 1, chunk) (log-softmax is left to the host).
@@ -107,34 +107,32 @@ class BpuEncoder(torch.nn.Module):
             EncoderLayer4d(layer, chunk_size, self.cache_frames, ln_on_bpu) for layer in enc.encoders
         )
         conv = getattr(enc.encoders[0], "conv_module", None)
-        self.conv_cache_frames = conv.lorder if conv is not None else 0
+        self.has_conv_module = conv is not None
+        # NOTE: WeNet's board runtime (bpu_asr_model.cc) indexes encoder inputs 0-3 as chunk,
+        # att_cache, cnn_cache, att_mask and outputs 1-2 as the caches it copies back. A model without
+        # a conv module gets a one-frame placeholder cnn_cache carried to r_cnn_cache unchanged.
+        self.conv_cache_frames = conv.lorder if conv is not None else 1
         self.normalize_before = enc.normalize_before
         self.after_norm = LayerNorm4d(enc.after_norm, ln_on_bpu)
 
-    @property
-    def has_cnn_cache(self) -> bool:
-        return self.conv_cache_frames > 0
-
     def input_shapes(self) -> dict:
-        """name -> static shape, in the graph's input order."""
-        shapes = {
+        """name -> static shape, in the graph's input order (the board runtime's order)."""
+        return {
             "chunk": (1, 1, self.window, self.feature_dim),
             "att_cache": (1, self.num_layers * self.heads, 2 * self.d_k, self.cache_frames),
+            "cnn_cache": (1, self.output_size, self.num_layers, self.conv_cache_frames),
+            "att_mask": (1, self.heads, self.chunk_size, self.cache_frames + self.chunk_size),
         }
-        if self.has_cnn_cache:
-            shapes["cnn_cache"] = (1, self.output_size, self.num_layers, self.conv_cache_frames)
-        shapes["att_mask"] = (1, self.heads, self.chunk_size, self.cache_frames + self.chunk_size)
-        return shapes
 
     def output_names(self) -> List[str]:
-        return ["output", "r_att_cache"] + (["r_cnn_cache"] if self.has_cnn_cache else [])
+        return ["output", "r_att_cache", "r_cnn_cache"]
 
-    def forward(self, chunk: torch.Tensor, att_cache: torch.Tensor, *rest: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """chunk, att_cache, [cnn_cache,] att_mask -> output, r_att_cache[, r_cnn_cache]."""
-        cnn_cache, att_mask = rest if self.has_cnn_cache else (None, rest[0])
+    def forward(self, chunk: torch.Tensor, att_cache: torch.Tensor, cnn_cache: torch.Tensor,
+                att_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """chunk, att_cache, cnn_cache, att_mask -> output, r_att_cache, r_cnn_cache."""
         x = self.embed(chunk.transpose(2, 3))  # (1, D, 1, chunk)
         att_caches = torch.split(att_cache, self.heads, dim=1)
-        cnn_caches = torch.split(cnn_cache, 1, dim=2) if cnn_cache is not None else [None] * self.num_layers
+        cnn_caches = torch.split(cnn_cache, 1, dim=2) if self.has_conv_module else [None] * self.num_layers
         r_att, r_cnn = [], []
         for layer, a_cache, c_cache in zip(self.encoders, att_caches, cnn_caches):
             x, new_att, new_cnn = layer(x, att_mask, a_cache, c_cache)
@@ -142,8 +140,10 @@ class BpuEncoder(torch.nn.Module):
             r_cnn.append(new_cnn)
         if self.normalize_before:
             x = self.after_norm(x)
-        outputs = (x, torch.cat(r_att, dim=1))
-        return outputs + ((torch.cat(r_cnn, dim=2),) if self.has_cnn_cache else ())
+        # The placeholder goes through an exact x1 (a BPU elementwise op): an input wired straight
+        # to an output would be a graph without a node for the toolchain to place.
+        r_cnn_cache = torch.cat(r_cnn, dim=2) if self.has_conv_module else cnn_cache * 1.0
+        return x, torch.cat(r_att, dim=1), r_cnn_cache
 
 
 class BpuCtc(torch.nn.Module):
@@ -171,7 +171,8 @@ def check_encoder_parity(model: ASRModel, encoder: BpuEncoder, chunks: int = 3) 
     enc = model.encoder
     inputs = zero_state(encoder)
     att_cache = torch.zeros(encoder.num_layers, encoder.heads, encoder.cache_frames, 2 * encoder.d_k)
-    cnn_cache = torch.zeros(encoder.num_layers, 1, encoder.output_size, encoder.conv_cache_frames)
+    lorder = encoder.conv_cache_frames if encoder.has_conv_module else 0
+    cnn_cache = torch.zeros(encoder.num_layers, 1, encoder.output_size, lorder)
     worst = 0.0
     for index in range(chunks):
         feats = torch.randn(1, encoder.window, encoder.feature_dim, generator=g) * 3 + 4
@@ -184,9 +185,7 @@ def check_encoder_parity(model: ASRModel, encoder: BpuEncoder, chunks: int = 3) 
         inputs["att_mask"] = mask.unsqueeze(1).repeat(1, encoder.heads, encoder.chunk_size, 1).float()
         outputs = encoder(*inputs.values())
         worst = max(worst, check_parity("encoder chunk", ref, from_4d(outputs[0])))
-        inputs["att_cache"] = outputs[1]
-        if encoder.has_cnn_cache:
-            inputs["cnn_cache"] = outputs[2]
+        inputs["att_cache"], inputs["cnn_cache"] = outputs[1], outputs[2]
     return worst
 
 

@@ -13,7 +13,7 @@ returns raw logits (log-softmax on the host). Two protocols:
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 
@@ -29,7 +29,7 @@ PROTOCOLS = ("exact", "board")
 class BpuStreamState:
     chunks_done: int
     att_cache: np.ndarray  # (1, L*h, 2*d_k, T)
-    cnn_cache: Optional[np.ndarray]  # (1, D, L, K-1), None without a conv module
+    cnn_cache: np.ndarray  # (1, D, L, K-1); a one-frame placeholder without a conv module
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -63,8 +63,8 @@ class OnnxBpuBackend:
         if (chunk_size, num_left_chunks) != (self.chunk_size, self.left_chunks):
             raise ValueError(f"X3 encoder exported for chunk {self.chunk_size} / left {self.left_chunks}, "
                              f"asked for {chunk_size} / {num_left_chunks}")
-        cnn = np.zeros(self.shapes["cnn_cache"], np.float32) if "cnn_cache" in self.shapes else None
-        return BpuStreamState(0, np.zeros(self.shapes["att_cache"], np.float32), cnn)
+        return BpuStreamState(0, np.zeros(self.shapes["att_cache"], np.float32),
+                              np.zeros(self.shapes["cnn_cache"], np.float32))
 
     def valid_frames(self, window_frames: int) -> int:
         """Output frames a window of `window_frames` real feature frames produces (WeNet's rule)."""
@@ -86,10 +86,9 @@ class OnnxBpuBackend:
         feeds = {
             "chunk": chunk,
             "att_cache": state.att_cache,
+            "cnn_cache": state.cnn_cache,
             "att_mask": self.att_mask(state.chunks_done, valid if self.protocol == "exact" else self.chunk_size),
         }
-        if state.cnn_cache is not None:
-            feeds["cnn_cache"] = state.cnn_cache
         return feeds, valid
 
     def encode_chunk(self, window: np.ndarray, state: BpuStreamState) -> Tuple[np.ndarray, np.ndarray, BpuStreamState]:
@@ -98,7 +97,7 @@ class OnnxBpuBackend:
         hidden = outputs[0]  # (1, D, 1, chunk)
         logits = self.ctc.run(None, {"hidden": hidden})[0][0, :, 0, :].T  # (chunk, V)
         keep = valid if self.protocol == "exact" else self.chunk_size
-        next_state = BpuStreamState(state.chunks_done + 1, outputs[1], outputs[2] if len(outputs) > 2 else None)
+        next_state = BpuStreamState(state.chunks_done + 1, outputs[1], outputs[2])
         return hidden[0, :, 0, :keep].T, log_softmax(logits[:keep]), next_state
 
     def pick_rescored(self, encoder_out: np.ndarray, beam: Sequence[Tuple[Hyp, float]], ctc_weight: float,

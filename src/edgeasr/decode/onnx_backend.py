@@ -100,24 +100,28 @@ class GpuStreamState:
 
 
 class OnnxGpuBackend:
-    """gpu/ graphs at batch 1: encoder.onnx (full context), encoder_streaming.onnx (a short last
-    chunk is zero-padded and masked by chunk_lens) and decoder.onnx (picks best_index itself).
+    """gpu/ graphs at batch 1: offline/encoder.onnx (full context), streaming/encoder.onnx (a short
+    last chunk is zero-padded and masked by chunk_lens; absent where the model cannot stream there)
+    and decoder.onnx (picks best_index itself, with the rescoring weights it was exported with).
 
     The streaming graph returns WeNet's top-K CTC log-probs per frame; the other entries are -inf,
     which leaves greedy search and a prefix beam of width <= K unchanged."""
 
-    def __init__(self, encoder: Path, encoder_streaming: Path, decoder: Optional[Path], threads: int = 1):
+    def __init__(self, encoder: Path, encoder_streaming: Optional[Path], decoder: Optional[Path], threads: int = 1):
         meta = read_metadata(encoder)
         self.geometry = Geometry(int(meta["subsampling_rate"]), int(meta["right_context"]), int(meta["feature_size"]))
         self.chunk_size, self.left_chunks = int(meta["chunk_size"]), int(meta["left_chunks"])
         self.window = int(meta["decoding_window"])
         self.vocab_size = int(meta["vocab_size"])
         self.sos, self.eos = int(meta["sos_symbol"]), int(meta["eos_symbol"])
+        self.weights = (float(meta["ctc_weight"]), float(meta["reverse_weight"]))
         self.encoder = session(encoder, threads)
-        self.streaming = session(encoder_streaming, threads)
+        self.streaming = session(encoder_streaming, threads) if encoder_streaming is not None else None
+        self.streaming_inputs = [i.name for i in self.streaming.get_inputs()] if self.streaming else []
+        self.streaming_outputs = [o.name for o in self.streaming.get_outputs()] if self.streaming else []
         self.decoder = session(decoder, threads) if decoder is not None else None
+        self.decoder_inputs = [i.name for i in self.decoder.get_inputs()] if self.decoder else []
         self.has_decoder = self.decoder is not None
-        self.bidirectional = meta["is_bidirectional_decoder"] == "1"
         layers, heads, d = int(meta["num_blocks"]), int(meta["head"]), int(meta["output_size"])
         self.cache_frames = self.chunk_size * self.left_chunks
         self.att_cache_shape = (1, layers, heads, self.cache_frames, 2 * d // heads)
@@ -131,9 +135,11 @@ class OnnxGpuBackend:
         return out[0, :n], log_probs[0, :n]
 
     def start_stream(self, chunk_size: int, num_left_chunks: int) -> GpuStreamState:
+        if self.streaming is None:
+            raise ValueError("gpu/streaming/ was not exported for this model (metrics/export.json says why)")
         if (chunk_size, num_left_chunks) != (self.chunk_size, self.left_chunks):
             raise ValueError(
-                f"encoder_streaming.onnx was exported for chunk {self.chunk_size} / left {self.left_chunks}, "
+                f"gpu/streaming/encoder.onnx was exported for chunk {self.chunk_size} / left {self.left_chunks}, "
                 f"asked for {chunk_size} / {num_left_chunks}"
             )
         return GpuStreamState(
@@ -146,26 +152,30 @@ class OnnxGpuBackend:
     def encode_chunk(self, window: np.ndarray, state: GpuStreamState) -> Tuple[np.ndarray, np.ndarray, GpuStreamState]:
         padded = np.zeros((1, self.window, window.shape[1]), np.float32)
         padded[0, : window.shape[0]] = window
-        top_lp, top_idx, out, out_lens, offset, att, cnn, mask = self.streaming.run(
-            None,
-            {
-                "chunk_xs": padded,
-                "chunk_lens": np.array([window.shape[0]], np.int32),
-                "offset": state.offset,
-                "att_cache": state.att_cache,
-                "cnn_cache": state.cnn_cache,
-                "cache_mask": state.cache_mask,
-            },
-        )
-        n = int(out_lens[0])
+        feed = {
+            "chunk_xs": padded,
+            "chunk_lens": np.array([window.shape[0]], np.int32),
+            "offset": state.offset,
+            "att_cache": state.att_cache,
+            "cnn_cache": state.cnn_cache,
+            "cache_mask": state.cache_mask,
+        }
+        out = dict(zip(self.streaming_outputs,
+                       self.streaming.run(None, {k: feed[k] for k in self.streaming_inputs})))
+        n = int(out["chunk_out_lens"][0])
         log_probs = np.full((n, self.vocab_size), -np.inf, np.float32)
-        np.put_along_axis(log_probs, top_idx[0, :n], top_lp[0, :n], axis=1)
-        return out[0, :n], log_probs, GpuStreamState(offset, att, cnn, mask)
+        np.put_along_axis(log_probs, out["log_probs_idx"][0, :n], out["log_probs"][0, :n], axis=1)
+        next_state = GpuStreamState(out["r_offset"], out["r_att_cache"], out.get("r_cnn_cache", state.cnn_cache),
+                                    out["r_cache_mask"])
+        return out["chunk_out"][0, :n], log_probs, next_state
 
     def pick_rescored(
         self, encoder_out: np.ndarray, beam: Sequence[Tuple[Hyp, float]], ctc_weight: float, reverse_weight: float
     ) -> Tuple[Hyp, float]:
         """decoder.onnx returns only best_index, so the returned score is NaN."""
+        if not np.allclose((ctc_weight, reverse_weight), self.weights):
+            raise ValueError(f"gpu decoder.onnx rescores with ctc_weight, reverse_weight = {self.weights} "
+                             f"(inside the graph), asked for {(ctc_weight, reverse_weight)}")
         length = max(len(h) for h, _ in beam) + 2  # sos + tokens + eos
         hyps = np.full((1, len(beam), length), self.eos, np.int64)
         r_hyps = hyps.copy()
@@ -178,12 +188,10 @@ class OnnxGpuBackend:
             "encoder_out_lens": np.array([encoder_out.shape[0]], np.int32),
             "hyps_pad_sos_eos": hyps,
             "hyps_lens_sos": np.array([[len(h) + 1 for h, _ in beam]], np.int32),
+            "r_hyps_pad_sos_eos": r_hyps,
             "ctc_score": np.array([[s for _, s in beam]], np.float32),
-            "ctc_weight": np.array([ctc_weight], np.float32),
         }
-        if self.bidirectional:
-            feeds.update(r_hyps_pad_sos_eos=r_hyps, reverse_weight=np.array([reverse_weight], np.float32))
-        best = int(self.decoder.run(None, feeds)[0][0])
+        best = int(self.decoder.run(None, {k: feeds[k] for k in self.decoder_inputs})[0][0])
         return beam[best][0], float("nan")
 
 

@@ -3,8 +3,9 @@
     python -m edgeasr.demo.release models/demo model=demo model.train.time_budget_s=3900
     python -m edgeasr.demo.release models/demo_moe model=demo_moe model.train.time_budget_s=3900
 
-Composes conf/ with the overrides (as `dvc exp run -S` would), synthesizes nothing (run
-`dvc repro synth` first: the corpus is `data.train_list`), trains with `edgeasr.demo.trainer`, and
+Composes conf/ with the overrides (as `dvc exp run -S` would; `model.train.enabled` is ignored:
+this always trains), synthesizes nothing (run `dvc repro synth` first: the corpus is
+`data.train_list`), trains with `edgeasr.demo.trainer` on this machine's CPU, and
 writes WeNet's model directory (train.yaml, final.pt, units.txt, global_cmvn) plus
 `provenance.json`: the command, the composed training config, corpus seed and size, steps, epochs,
 wall time, hardware, torch version and the git commit it was trained at. After the pipeline has
@@ -52,8 +53,8 @@ def release(out_dir: Path, overrides: Sequence[str]) -> Dict[str, Any]:
         composed = Path(tmp) / "params.yaml"
         compose(composed, overrides)
         params = OmegaConf.load(composed)
-    if not params.model.train.enabled:
-        raise EdgeAsrError(f"model={params.model.name}: model.train.enabled is false, nothing to train")
+    if "architecture" not in params.model.train:
+        raise EdgeAsrError(f"model={params.model.name}: no model.train.architecture to train (a demo model is)")
     synth = params.data.synth
     record: Dict[str, Any] = {
         "command": "python -m edgeasr.demo.release " + " ".join([str(out_dir), *overrides]),

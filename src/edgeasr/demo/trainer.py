@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..errors import EdgeAsrError
 from ..frontend import compute_fbank, load_cmvn, read_audio, read_data_list, read_symbol_table
 from ..frontend.cmvn import cmvn_stats_json
+from ..frontend.fbank import wenet_dataset_conf
 from ..model import ModelSpec, build_model
 from ..model.asr_model import IGNORE_ID
 from ..model.ffn import MoEFFNLayer
@@ -202,4 +203,5 @@ def make_train_yaml(architecture: Dict[str, Any], symbols: Dict[str, int], input
         "ctc": "ctc",
         "ctc_conf": {"ctc_blank_id": 0},
         "model": "asr_model",
+        "dataset_conf": wenet_dataset_conf(input_dim),
     }

@@ -49,14 +49,14 @@ def compare(
 
 
 def rescoring_agreement(
-    reference: TorchBackend, candidate: Backend, utterances: Sequence[np.ndarray], ctc_weight: float,
-    reverse_weight: float,
+    reference: TorchBackend, candidate: Backend, utterances: Sequence[np.ndarray], beam_size: int,
+    ctc_weight: float, reverse_weight: float,
 ) -> float:
-    """Share of utterances where both pick the same hypothesis from the same CTC n-best."""
+    """Share of utterances where both pick the same hypothesis from the same CTC n-best (beam_size)."""
     same = []
     for feats in utterances:
         enc, log_probs = reference.encode(feats)
-        beam = ctc_prefix_beam_search(log_probs, 10)
+        beam = ctc_prefix_beam_search(log_probs, beam_size)
         same.append(
             reference.pick_rescored(enc, beam, ctc_weight, reverse_weight)[0]
             == candidate.pick_rescored(enc, beam, ctc_weight, reverse_weight)[0]

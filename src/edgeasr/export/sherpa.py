@@ -30,9 +30,15 @@ class SherpaStreamingModel(torch.nn.Module):
         super().__init__()
         self.encoder = StreamingEncoder(model)
         self.ctc = model.ctc
+        conv = getattr(model.encoder.encoders[0], "conv_module", None)
+        self.has_conv_cache = conv is not None and conv.lorder > 0
 
     def forward(self, x, offset, required_cache_size, attn_cache, conv_cache, attn_mask):
         out, new_attn_cache, new_conv_cache = self.encoder(x, offset, required_cache_size, attn_cache, conv_cache, attn_mask)
+        if not self.has_conv_cache:
+            # sherpa-onnx feeds six inputs by position: an unread conv_cache passes through unchanged
+            # so that the input stays in the graph.
+            new_conv_cache = conv_cache
         return self.ctc.log_softmax(out), new_attn_cache, new_conv_cache
 
 
@@ -46,6 +52,9 @@ def export_sherpa(model: ASRModel, units: Path, out_dir: Path, chunk_size: int, 
         # sherpa-onnx exits the process (not an exception) when tokens.txt lacks it.
         raise EdgeAsrError(f"{units}: sherpa-onnx needs '<blank> 0' in tokens.txt")
     chunk, offset, required, att_cache, cnn_cache, att_mask = streaming_example_inputs(model, chunk_size, left_chunks)
+    meta = model_geometry(model, chunk_size, left_chunks)
+    # sherpa-onnx sizes conv_cache from metadata (cnn_module_kernel - 1) whether or not it is read.
+    cnn_cache = torch.zeros(cnn_cache.size(0), 1, cnn_cache.size(2), int(meta["cnn_module_kernel"]) - 1)
     path = out_dir / "model.onnx"
     with dense_moe(model):
         export_graph(
@@ -57,7 +66,6 @@ def export_sherpa(model: ASRModel, units: Path, out_dir: Path, chunk_size: int, 
             {"x": {1: "T"}, "log_probs": {1: "T"}},
             opset,
         )
-    meta = model_geometry(model, chunk_size, left_chunks)
     write_metadata(path, {**meta, "model_type": "wenet_ctc", "version": "1", "opset": opset,
                           "num_left_chunks": left_chunks})
     tokens = out_dir / "tokens.txt"

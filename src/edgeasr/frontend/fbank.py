@@ -11,13 +11,25 @@ import numpy as np
 from .audio import SAMPLE_RATE
 
 NUM_MEL_BINS = 80
+FRAME_LENGTH_MS = 25.0
+FRAME_SHIFT_MS = 10.0
+
+
+def wenet_dataset_conf(num_mel_bins: int = NUM_MEL_BINS) -> dict:
+    """train.yaml's `dataset_conf` for these features, in WeNet's keys (read by WeNet's tools, e.g.
+    runtime/gpu/scripts/convert.py for the Triton feature extractor)."""
+    return {
+        "fbank_conf": {"num_mel_bins": num_mel_bins, "frame_shift": int(FRAME_SHIFT_MS),
+                       "frame_length": int(FRAME_LENGTH_MS), "dither": 0.0},
+        "resample_conf": {"resample_rate": SAMPLE_RATE},
+    }
 
 
 def fbank_options(num_mel_bins: int = NUM_MEL_BINS) -> knf.FbankOptions:
     opts = knf.FbankOptions()
     opts.frame_opts.samp_freq = SAMPLE_RATE
-    opts.frame_opts.frame_length_ms = 25.0
-    opts.frame_opts.frame_shift_ms = 10.0
+    opts.frame_opts.frame_length_ms = FRAME_LENGTH_MS
+    opts.frame_opts.frame_shift_ms = FRAME_SHIFT_MS
     opts.frame_opts.dither = 0.0
     opts.frame_opts.preemph_coeff = 0.97
     opts.frame_opts.remove_dc_offset = True
