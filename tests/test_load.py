@@ -147,6 +147,8 @@ WENET_PE_KEYS = {
     "conformer_relpos_conv2d_swish_ln": ["encoder.embed.pos_enc.pe", "decoder.left_decoder.embed.1.pe",
                                          "decoder.right_decoder.embed.1.pe"],
     "conformer_nopos_conv2d8_relu_causal_bn": ["decoder.left_decoder.embed.1.pe", "decoder.right_decoder.embed.1.pe"],
+    "conformer_relpos_noncausal_k15": ["encoder.embed.pos_enc.pe", "decoder.left_decoder.embed.1.pe",
+                                       "decoder.right_decoder.embed.1.pe"],
     "transformer_abspos_conv2d6": ["encoder.embed.pos_enc.pe", "decoder.left_decoder.embed.1.pe",
                                    "decoder.right_decoder.embed.1.pe"],
     "conformer_moe_conv2d8": ["encoder.embed.pos_enc.pe", "decoder.embed.1.pe"],

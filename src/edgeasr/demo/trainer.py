@@ -48,9 +48,15 @@ def training_chunk(cfg: TrainConfig, rng: random.Random) -> int:
     return -1 if rng.random() < cfg.full_context_prob else rng.randint(1, 25)
 
 
-def bf16_supported() -> bool:
-    """oneDNN computes bf16 natively here; elsewhere it would be emulated and slower than float32."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+def bf16_usable(threads: int) -> bool:
+    """bf16 autocast only where oneDNN computes it natively (elsewhere it is emulated and slower than
+    float32) and at one intra-op thread.
+
+    NOTE: measured with torch 2.13.0 on this machine (avx512_bf16): at 2 threads the same bf16
+    forward of a fixed model and batch gave NaN encoder outputs in about 1 of 4 fresh processes, and
+    run-to-run differences otherwise; at 1 thread it was deterministic and finite every time. A NaN
+    loss would poison every weight through Adam, so more threads train in float32."""
+    return threads == 1 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def tokenize(text: str, symbols: Dict[str, int]) -> List[int]:
@@ -148,7 +154,7 @@ def train(
     step, epoch, start = 0, 0, time.monotonic()
     losses: List[float] = []
     model.train()
-    use_bf16 = cfg.bf16 and bf16_supported()
+    use_bf16 = cfg.bf16 and bf16_usable(cfg.threads)
     bar = tqdm(total=int(cfg.time_budget_s), desc="train", unit="s")
     while epoch < cfg.max_epochs and time.monotonic() - start < cfg.time_budget_s:
         for batch in make_batches(lengths, cfg.batch_frames, rng):
