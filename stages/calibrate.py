@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from edgeasr.bpu.calibration import build_calibration
-from edgeasr.cli import fresh_dir, run_stage
+from edgeasr.cli import atomic_dir, run_stage
 from edgeasr.params import load_stage_params
 
 BPU, OUT = Path("exp/bpu"), Path("exp/calibration")
@@ -11,8 +11,9 @@ BPU, OUT = Path("exp/bpu"), Path("exp/calibration")
 
 def main(argv: list) -> None:
     p = load_stage_params("calibrate", argv)
-    manifest = build_calibration(BPU / "encoder.onnx", BPU / "ctc.onnx", Path(p.data.cali_list),
-                                 p.calibrate.max_samples, p.calibrate.seed, fresh_dir(OUT))
+    with atomic_dir(OUT) as out:  # an interrupted run leaves no exp/calibration for compile to take
+        manifest = build_calibration(BPU / "encoder.onnx", BPU / "ctc.onnx", Path(p.data.cali_list),
+                                     p.calibrate.max_samples, p.calibrate.seed, out)
     print(f"calibration: {manifest['utterances_used']} utterances, {manifest['files_per_input']} "
           f"{manifest['note']}".rstrip())
 

@@ -4,8 +4,9 @@ against PyTorch; families a setting or model cannot have are skipped, and metric
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 
-from edgeasr.cli import fresh_dir, run_stage
+from edgeasr.cli import atomic_dir, run_stage
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend, OnnxSherpaGraphBackend
 from edgeasr.errors import EdgeAsrError
@@ -14,29 +15,33 @@ from edgeasr.export.cpu import export_cpu
 from edgeasr.export.gpu import export_gpu
 from edgeasr.export.parity import compare, require, rescoring_agreement
 from edgeasr.export.sherpa import export_sherpa
-from edgeasr.model import load_model
-from edgeasr.params import load_stage_params
+from edgeasr.model import ASRModel, load_model
+from edgeasr.params import check_streaming, load_stage_params
 
 OUT = Path("exp/export")
 
 
 def main(argv: list) -> None:
     p = load_stage_params("export", argv)
-    chunk, left = p.streaming.chunk_size, p.streaming.num_decoding_left_chunks
-    if chunk <= 0:
-        raise EdgeAsrError(f"streaming.chunk_size: must be > 0 encoder frames, got {chunk} "
-                           "(full-context results are reported beside every streaming one)")
+    check_streaming(p.streaming)
     torch.set_num_threads(1)
     model, _, _ = load_model(p.model.dir)
+    with atomic_dir(OUT) as out:  # no exp/export unless every family passed its parity check
+        report = export_and_check(model, out, p)
+    write_json(Path("metrics/export.json"), report)
+
+
+def export_and_check(model: ASRModel, out: Path, p: DictConfig) -> dict:
+    """Every family under `out`, each streamed against PyTorch; the report for metrics/export.json."""
+    chunk, left = p.streaming.chunk_size, p.streaming.num_decoding_left_chunks
     search = p.compare
-    fresh_dir(OUT)
-    cpu = export_cpu(model, OUT / "cpu", chunk, left, p.export.opset)
-    gpu = export_gpu(model, OUT / "gpu", chunk, left, search.beam_size, search.ctc_weight, search.reverse_weight,
+    cpu = export_cpu(model, out / "cpu", chunk, left, p.export.opset)
+    gpu = export_gpu(model, out / "gpu", chunk, left, search.beam_size, search.ctc_weight, search.reverse_weight,
                      p.export.opset)
     skipped = dict(gpu["skipped"])
     sherpa = None
     if left > 0:
-        sherpa = export_sherpa(model, Path(model.provenance["units"]), OUT / "sherpa", chunk, left, p.export.opset)
+        sherpa = export_sherpa(model, Path(model.provenance["units"]), out / "sherpa", chunk, left, p.export.opset)
     else:
         skipped["sherpa"] = f"streaming.num_decoding_left_chunks={left}: sherpa-onnx's WeNet model keeps a fixed cache"
 
@@ -68,9 +73,9 @@ def main(argv: list) -> None:
             report[name]["rescoring_agreement"] = agreement
     report["skipped"] = skipped
     report["size_mb"] = {
-        str(path.relative_to(OUT)): round(path.stat().st_size / 1e6, 3) for path in sorted(OUT.rglob("*.onnx"))
+        str(path.relative_to(out)): round(path.stat().st_size / 1e6, 3) for path in sorted(out.rglob("*.onnx"))
     }
-    write_json(Path("metrics/export.json"), report)
+    return report
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import torch
 
 from edgeasr.bpu import export_bpu, placement_report, rewrite, summarize
 from edgeasr.bpu.placement import write_table
-from edgeasr.cli import fresh_dir, run_stage
+from edgeasr.cli import atomic_dir, run_stage
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
 from edgeasr.evaluate.runner import prepare, write_json
@@ -24,17 +24,17 @@ def main(argv: list) -> None:
     model, _, _ = load_model(p.model.dir)
     chunk, left = p.streaming.chunk_size, p.streaming.num_decoding_left_chunks
     encoder, ctc = rewrite(model, chunk, left, p.bpu.layer_norm_on_bpu)  # contract + per-module parity
-    paths = export_bpu(model, encoder, ctc, fresh_dir(OUT))
-
     first_set = next(iter(p.data.test_sets.values()))
     utts = [u.feats for u in prepare(Path(first_set), p.export.parity_utts)]
-    parity = compare(TorchBackend(model), OnnxBpuBackend(paths["encoder"], paths["ctc"], "exact"), utts, chunk, left)
-    require("bpu", parity, STREAM_TOL)
-
-    reports = {name: placement_report(path) for name, path in paths.items()}
+    with atomic_dir(OUT) as out:  # no exp/bpu unless the streamed parity below holds
+        paths = export_bpu(model, encoder, ctc, out)
+        parity = compare(TorchBackend(model), OnnxBpuBackend(paths["encoder"], paths["ctc"], "exact"), utts,
+                         chunk, left)
+        require("bpu", parity, STREAM_TOL)
+        reports = {name: placement_report(path) for name, path in paths.items()}
+        sizes = {name: round(path.stat().st_size / 1e6, 3) for name, path in paths.items()}
     write_table(Path("metrics/bpu_ops.csv"), reports)
     write_json(Path("metrics/bpu_ops.json"), {name: summarize(report) for name, report in reports.items()})
-    sizes = {name: round(path.stat().st_size / 1e6, 3) for name, path in paths.items()}
     write_json(Path("metrics/bpu_export.json"), {"parity": parity, "size_mb": sizes})
 
 

@@ -5,8 +5,9 @@ import resource
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .errors import EdgeAsrError
 
@@ -31,6 +32,26 @@ def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, children) / 1024.0
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """A stage's output folder, written whole or not at all.
+
+    The previous outputs are removed first (they belong to other params); the new ones are written
+    into `<path>.partial` and renamed to `path` only when the block finishes without an error, so a
+    failed or interrupted run (Ctrl-C included) leaves no `path` that a later stage would accept."""
+    partial = path.with_name(path.name + ".partial")
+    for stale in (path, partial):
+        if stale.exists():
+            shutil.rmtree(stale)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    partial.rename(path)
 
 
 def fresh_dir(path: Path) -> Path:

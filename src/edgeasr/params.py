@@ -77,6 +77,18 @@ def load_stage_params(stage: str, argv: Sequence[str] = (), root: Path = Path(".
     return cfg
 
 
+def check_streaming(streaming: DictConfig) -> None:
+    """The streaming geometry every streaming stage shares: a chunk of > 0 encoder frames (full
+    context is reported beside every streaming result, never under its name); left chunks -1
+    (unlimited, where a family supports it) or >= 0."""
+    chunk, left = streaming.chunk_size, streaming.num_decoding_left_chunks
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk <= 0:
+        raise EdgeAsrError(f"streaming.chunk_size: must be an integer > 0 (encoder frames per chunk), got {chunk!r}")
+    if not isinstance(left, int) or isinstance(left, bool) or left < -1:
+        raise EdgeAsrError(f"streaming.num_decoding_left_chunks: must be an integer >= -1 (-1 = unlimited), "
+                           f"got {left!r}")
+
+
 def to_dict(cfg: DictConfig) -> Dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 

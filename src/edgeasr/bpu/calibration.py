@@ -78,7 +78,7 @@ def build_calibration(encoder: Path, ctc: Path, data_list: Path, max_samples: in
             outputs = backend.encoder.run(None, feeds)
             write_sample(out / CTC_DIR / "hidden", stem, outputs[0])
             counts["hidden"] = counts.get("hidden", 0) + 1
-            state = type(state)(state.chunks_done + 1, outputs[1], outputs[2] if len(outputs) > 2 else None)
+            state = type(state)(state.chunks_done + 1, outputs[1], outputs[2])
     manifest = {
         "data_list": str(data_list),
         "utterances_available": len(utts),

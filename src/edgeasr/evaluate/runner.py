@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from ..decode import Backend, DecodeOptions, chunk_windows, recognize
 from ..frontend import SAMPLE_RATE, Utterance, compute_fbank, read_audio, read_data_list
+from ..params import check_streaming
 from .cer import score
 
 
@@ -46,6 +47,7 @@ def decode_contexts(search: Any, streaming: Any, modes: Sequence[str] = (), full
                     ) -> Dict[str, DecodeOptions]:
     """{"streaming": at streaming.chunk_size / num_decoding_left_chunks[, "full": whole utterance]} with
     one params section's search settings (`eval` or `compare`); `modes` narrows the section's modes."""
+    check_streaming(streaming)
     common = dict(
         beam_size=search.beam_size,
         ctc_weight=search.ctc_weight,
