@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf.errors import ConfigAttributeError
 
 from edgeasr.errors import EdgeAsrError
 from edgeasr.params import compose, declared_params, load_stage_params
@@ -26,11 +27,18 @@ def test_every_group_option_has_a_name():
         assert "name" in text, f"{path} has no name:"
 
 
-@pytest.mark.parametrize("overrides", [["model=demo_moe"], ["experiment=tiny"], ["model=wenet", "model.dir=/m"]])
+@pytest.mark.parametrize("overrides", [["model=demo_moe"], ["experiment=tiny"], ["model=wenet", "model.dir=/m"],
+                                       ["model=demo_scratch"]])
 def test_options_compose(tmp_path, overrides):
     compose(tmp_path / "p.yaml", overrides, ROOT / "conf")
     params = yaml.safe_load((tmp_path / "p.yaml").read_text())
-    assert params["model"]["name"] == {"model=demo_moe": "demo_moe", "model=wenet": "wenet"}.get(overrides[0], "demo")
+    assert params["model"]["name"] == {"model=demo_moe": "demo_moe", "model=wenet": "wenet",
+                                       "model=demo_scratch": "demo_scratch"}.get(overrides[0], "demo")
+    # shipped models are read from models/, anything trained here from the train stage's output
+    assert (params["model"]["dir"], params["model"]["train"]["enabled"]) == {
+        "model=demo_moe": ("models/demo_moe", False), "model=wenet": ("/m", False),
+        "model=demo_scratch": ("exp/trained_model", True), "experiment=tiny": ("exp/trained_model", True),
+    }.get(overrides[0], ("models/demo", False))
     if overrides[0] == "model=demo_moe":
         assert params["model"]["train"]["architecture"]["encoder_conf"]["mlp_type"] == "moe"
         demo = yaml.safe_load((ROOT / "params.yaml").read_text())["model"]["train"]["architecture"]["encoder_conf"]
@@ -53,7 +61,7 @@ def project(tmp_path):
 def test_stage_sees_only_declared_keys(project):
     p = load_stage_params("eval_torch", [], project)
     assert p.streaming.chunk_size == 8
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigAttributeError):
         _ = p.model.train  # not declared by eval_torch
     assert set(declared_params(project / "dvc.yaml", "train")) == {"model.name", "model.train", "data.train_list", "data.units"}
 
@@ -71,3 +79,27 @@ def test_unset_mandatory_value_is_named(project):
     compose(project / "params.yaml", ["model=wenet"], ROOT / "conf")
     with pytest.raises(EdgeAsrError, match=r"model\.dir is not set"):
         load_stage_params("eval_torch", [], project)
+
+
+@pytest.mark.parametrize("stage,override,message", [
+    ("eval_torch", "streaming.chunk_size=0", r"streaming\.chunk_size=0: must be an integer >= 1"),
+    ("eval_torch", "streaming.chunk_size=-3", r"streaming\.chunk_size=-3: must be an integer >= 1"),
+    ("eval_torch", "streaming.chunk_size=2.5", r"streaming\.chunk_size=2\.5: must be an integer"),
+    ("eval_torch", "streaming.num_decoding_left_chunks=abc", r"num_decoding_left_chunks='abc'"),
+    ("eval_torch", "eval.beam_size=0", r"eval\.beam_size=0: must be an integer >= 1"),
+    ("eval_torch", "eval.modes=[ctc_greedy,beam]", r"eval\.modes=.*must be a non-empty list of ctc_greedy"),
+    ("eval_onnx", "compare.reverse_weight=2", r"compare\.reverse_weight=2: must be a number in \[0\.0, 1\.0\]"),
+    ("calibrate", "calibrate.max_samples=0.5", r"calibrate\.max_samples=0\.5: must be an integer >= 1"),
+    ("calibrate", "calibrate.max_samples=many", r"calibrate\.max_samples='many'"),
+    ("compile", "bpu.calibration_type=minmax", r"bpu\.calibration_type='minmax': must be one of default"),
+    ("eval_torch", "eval.beam_sise=4", r"override 'eval\.beam_sise': no such key .*eval has: beam_size"),
+])
+def test_bad_values_are_one_line_errors_naming_the_key(project, stage, override, message):
+    with pytest.raises(EdgeAsrError, match=message) as info:
+        load_stage_params(stage, [override], project)
+    assert "\n" not in str(info.value)
+
+
+def test_every_rule_accepts_the_committed_defaults(project):
+    for stage in ("eval_torch", "eval_onnx", "export", "calibrate", "compile", "train"):
+        load_stage_params(stage, [], project)  # raises on any committed value outside its rule

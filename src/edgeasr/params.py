@@ -8,10 +8,9 @@ stage did not declare fails loudly instead of silently escaping DVC's change tra
 compose function (what `dvc exp run -S` does).
 """
 
-import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Type, TypeVar
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Type, TypeVar
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -59,6 +58,79 @@ def select_params(params: DictConfig, keys: Sequence[str], source: str) -> DictC
     return picked
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int_at_least(lo: int) -> Tuple[Callable[[Any], bool], str]:
+    return (lambda v: _is_int(v) and v >= lo), f"an integer >= {lo}"
+
+
+def _number_in(lo: float, hi: float) -> Tuple[Callable[[Any], bool], str]:
+    return (lambda v: _is_number(v) and lo <= v <= hi), f"a number in [{lo}, {hi}]"
+
+
+_BOOL = ((lambda v: isinstance(v, bool)), "true or false")
+_DECODING_MODES = ("ctc_greedy", "ctc_prefix_beam", "attention_rescoring")  # decode.recognizer.MODES
+_SEARCH_RULES = {
+    "modes": ((lambda v: isinstance(v, (list, ListConfig)) and len(v) > 0 and set(v) <= set(_DECODING_MODES)),
+              f"a non-empty list of {', '.join(_DECODING_MODES)}"),
+    "beam_size": _int_at_least(1),
+    "ctc_weight": _number_in(0.0, 1e9),
+    "reverse_weight": _number_in(0.0, 1.0),
+    "max_utts": _int_at_least(0),
+    "threads": _int_at_least(1),
+}
+# Every param whose value a stage relies on: checked when the stage starts, before any work.
+RULES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
+    "streaming.chunk_size": _int_at_least(1),
+    "streaming.num_decoding_left_chunks": _int_at_least(-1),
+    **{f"eval.{k}": rule for k, rule in _SEARCH_RULES.items()},
+    **{f"compare.{k}": rule for k, rule in _SEARCH_RULES.items()},
+    "export.opset": ((lambda v: _is_int(v) and 11 <= v <= 20), "an integer in [11, 20]"),
+    "export.parity_utts": _int_at_least(1),
+    "calibrate.max_samples": _int_at_least(1),
+    "calibrate.seed": _int_at_least(0),
+    "bpu.layer_norm_on_bpu": _BOOL,
+    "bpu.float_islands": _BOOL,
+    "bpu.per_channel": _BOOL,
+    "bpu.calibration_type": ((lambda v: v in ("default", "mix", "kl", "max", "load", "skip")),
+                             "one of default, mix, kl, max, load, skip (hb_mapper's)"),
+    "bpu.max_percentile": ((lambda v: _is_number(v) and 0.0 < v <= 1.0), "a number in (0, 1]"),
+    "bpu.cosine_samples": _int_at_least(1),
+    "model.train.time_budget_s": _number_in(0.0, 1e9),
+    "model.train.threads": _int_at_least(1),
+    "model.train.batch_frames": _int_at_least(1),
+    "data.synth.num_train": _int_at_least(1),
+}
+
+
+def check_values(cfg: DictConfig, source: str) -> None:
+    """Every present key with a rule in RULES holds an allowed value; one line naming key and value."""
+    absent = object()
+    for key, (ok, allowed) in RULES.items():
+        value = OmegaConf.select(cfg, key, default=absent)
+        if value is absent:
+            continue  # the stage does not read this key
+        if not ok(value):
+            raise EdgeAsrError(f"{source}: {key}={value!r}: must be {allowed}")
+
+
+def check_known(params: DictConfig, key: str, source: str) -> None:
+    """An override names a key params.yaml has (data.test_sets holds free names: any key there)."""
+    parent_key, _, leaf = key.rpartition(".")
+    if parent_key == "data.test_sets":
+        return
+    parent = OmegaConf.select(params, parent_key) if parent_key else params
+    if not isinstance(parent, DictConfig) or leaf not in parent:
+        known = ", ".join(sorted(parent.keys())) if isinstance(parent, DictConfig) else "none"
+        raise EdgeAsrError(f"override {key!r}: no such key in {source} ({parent_key or 'top level'} has: {known})")
+
+
 def load_stage_params(stage: str, argv: Sequence[str] = (), root: Path = Path(".")) -> DictConfig:
     """Declared params of `stage`, with `key=value` overrides for runs by hand (declared keys only)."""
     params_path = root / "params.yaml"
@@ -70,23 +142,23 @@ def load_stage_params(stage: str, argv: Sequence[str] = (), root: Path = Path(".
         key, value = _parse_override(arg)
         if not any(key == k or key.startswith(k + ".") for k in keys):
             raise EdgeAsrError(f"override {key!r}: stage {stage} does not declare it (declared: {', '.join(keys)})")
+        check_known(params, key, str(params_path))
         OmegaConf.update(params, key, value, force_add=True)
     cfg = select_params(params, keys, str(params_path))
+    check_values(cfg, str(params_path))
     OmegaConf.set_struct(cfg, True)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
 
 def check_streaming(streaming: DictConfig) -> None:
-    """The streaming geometry every streaming stage shares: a chunk of > 0 encoder frames (full
-    context is reported beside every streaming result, never under its name); left chunks -1
+    """The streaming geometry every streaming stage shares, by RULES: a chunk of > 0 encoder frames
+    (full context is reported beside every streaming result, never under its name); left chunks -1
     (unlimited, where a family supports it) or >= 0."""
-    chunk, left = streaming.chunk_size, streaming.num_decoding_left_chunks
-    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk <= 0:
-        raise EdgeAsrError(f"streaming.chunk_size: must be an integer > 0 (encoder frames per chunk), got {chunk!r}")
-    if not isinstance(left, int) or isinstance(left, bool) or left < -1:
-        raise EdgeAsrError(f"streaming.num_decoding_left_chunks: must be an integer >= -1 (-1 = unlimited), "
-                           f"got {left!r}")
+    for key in ("chunk_size", "num_decoding_left_chunks"):
+        ok, allowed = RULES[f"streaming.{key}"]
+        if not ok(streaming[key]):
+            raise EdgeAsrError(f"streaming.{key}={streaming[key]!r}: must be {allowed}")
 
 
 def to_dict(cfg: DictConfig) -> Dict[str, Any]:
@@ -106,5 +178,18 @@ def compose(output: Path, overrides: Sequence[str], conf_dir: Path = Path("conf"
     compose_and_dump(output, str(conf_dir.resolve()), None, "config", str(conf_dir.resolve()), list(overrides))
 
 
+def main(argv: List[str]) -> None:
+    """params.yaml = compose(conf/ + argv); a bad override is a one-line error, not Hydra's traceback."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        compose(Path("params.yaml"), argv)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise EdgeAsrError(f"conf/: {str(exc).splitlines()[0]}") from None
+
+
 if __name__ == "__main__":
-    compose(Path("params.yaml"), sys.argv[1:])
+    from .cli import run_stage
+
+    run_stage(main)
