@@ -6,7 +6,8 @@ from edgeasr.cli import run_stage
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
 from edgeasr.evaluate.compare import decode_reference, evaluate_family
-from edgeasr.evaluate.runner import decode_contexts, prepare, write_json
+from edgeasr.evaluate.runner import decode_contexts, write_json
+from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params
 
@@ -26,7 +27,7 @@ def main(argv: list) -> None:
     pytorch = TorchBackend(model)
     metrics = {}
     for name, data_list in p.data.test_sets.items():
-        prepared = prepare(Path(data_list), p.compare.max_utts)
+        prepared = prepare(Path(data_list), p.compare.max_utts, model.encoder.embed.right_context + 1).utterances
         reference = decode_reference(pytorch, prepared, contexts, id_to_token)
         metrics[name] = {
             family: evaluate_family(backend, prepared, contexts["streaming"], "streaming", id_to_token, reference,

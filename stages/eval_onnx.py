@@ -9,7 +9,8 @@ from edgeasr.decode import TorchBackend
 from edgeasr.decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend
 from edgeasr.errors import EdgeAsrError
 from edgeasr.evaluate.compare import decode_reference, evaluate_audio_recognizer, evaluate_family
-from edgeasr.evaluate.runner import decode_contexts, prepare, write_json
+from edgeasr.evaluate.runner import decode_contexts, write_json
+from edgeasr.frontend.dataset import prepare
 from edgeasr.evaluate.sherpa import SherpaRecognizer
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params
@@ -50,7 +51,7 @@ def main(argv: list) -> None:
     pytorch = TorchBackend(model, reverse_weight=p.compare.reverse_weight)
     metrics = {}
     for name, data_list in p.data.test_sets.items():
-        prepared = prepare(Path(data_list), p.compare.max_utts)
+        prepared = prepare(Path(data_list), p.compare.max_utts, model.encoder.embed.right_context + 1).utterances
         reference = decode_reference(pytorch, prepared, contexts, id_to_token)
         metrics[name] = {"pytorch": dict(reference.metrics)}  # what every cer_delta here is measured from
         for family, (backend, ctx) in families.items():

@@ -10,7 +10,8 @@ from edgeasr.decode.bpu_backend import OnnxBpuBackend
 from edgeasr.errors import EdgeAsrError
 from edgeasr.evaluate.compare import decode_reference, evaluate_family
 from edgeasr.evaluate.quant import stream_cosine
-from edgeasr.evaluate.runner import decode_contexts, prepare, write_json
+from edgeasr.evaluate.runner import decode_contexts, write_json
+from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params
 
@@ -33,7 +34,7 @@ def main(argv: list) -> None:
     pytorch = TorchBackend(model)
     metrics = {"mode": compiled["mode"], "worst_nodes": compiled["worst_nodes"]}
     for name, data_list in p.data.test_sets.items():
-        prepared = prepare(Path(data_list), p.compare.max_utts)
+        prepared = prepare(Path(data_list), p.compare.max_utts, model.encoder.embed.right_context + 1).utterances
         reference = decode_reference(pytorch, prepared, {"streaming": opts}, id_to_token)
         result = evaluate_family(quant, prepared, opts, "streaming", id_to_token, reference, "quantized")
         result.update(stream_cosine(float_graphs, quant, prepared, opts))

@@ -10,7 +10,8 @@ from edgeasr.cli import atomic_dir, run_stage
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend, OnnxSherpaGraphBackend
 from edgeasr.errors import EdgeAsrError
-from edgeasr.evaluate.runner import prepare, write_json
+from edgeasr.evaluate.runner import write_json
+from edgeasr.frontend.dataset import prepare
 from edgeasr.export.cpu import export_cpu
 from edgeasr.export.gpu import export_gpu
 from edgeasr.export.parity import compare, require, rescoring_agreement
@@ -46,7 +47,8 @@ def export_and_check(model: ASRModel, out: Path, p: DictConfig) -> dict:
         skipped["sherpa"] = f"streaming.num_decoding_left_chunks={left}: sherpa-onnx's WeNet model keeps a fixed cache"
 
     first_set = next(iter(p.data.test_sets.values()))
-    utts = [u.feats for u in prepare(Path(first_set), p.export.parity_utts)]
+    utts = [u.feats for u in prepare(Path(first_set), p.export.parity_utts,
+                                   model.encoder.embed.right_context + 1).utterances]
     reference = TorchBackend(model, reverse_weight=search.reverse_weight)
     cpu_backend = OnnxCpuBackend(cpu["encoder"], cpu["ctc"], cpu["decoder"])
     gpu_backend = OnnxGpuBackend(gpu["offline_encoder"], gpu.get("streaming_encoder"), gpu.get("offline_decoder"))

@@ -9,7 +9,8 @@ from edgeasr.bpu.placement import write_table
 from edgeasr.cli import atomic_dir, run_stage
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
-from edgeasr.evaluate.runner import prepare, write_json
+from edgeasr.evaluate.runner import write_json
+from edgeasr.frontend.dataset import prepare
 from edgeasr.export.parity import compare, require
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params
@@ -25,7 +26,8 @@ def main(argv: list) -> None:
     chunk, left = p.streaming.chunk_size, p.streaming.num_decoding_left_chunks
     encoder, ctc = rewrite(model, chunk, left, p.bpu.layer_norm_on_bpu)  # contract + per-module parity
     first_set = next(iter(p.data.test_sets.values()))
-    utts = [u.feats for u in prepare(Path(first_set), p.export.parity_utts)]
+    utts = [u.feats for u in prepare(Path(first_set), p.export.parity_utts,
+                                   model.encoder.embed.right_context + 1).utterances]
     with atomic_dir(OUT) as out:  # no exp/bpu unless the streamed parity below holds
         paths = export_bpu(model, encoder, ctc, out)
         parity = compare(TorchBackend(model), OnnxBpuBackend(paths["encoder"], paths["ctc"], "exact"), utts,

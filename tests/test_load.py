@@ -198,3 +198,20 @@ def test_pe_key_where_the_model_has_no_positional_encoding_is_unexpected(tmp_pat
     torch.save(state, tmp_path / "final.pt")
     with pytest.raises(EdgeAsrError, match=r"unexpected 1: encoder\.embed\.pos_enc\.pe"):
         load_model(tmp_path)
+
+
+def test_units_whose_blank_is_renamed_is_refused(tmp_path):
+    write_model_dir(tmp_path, "conformer_nopos_conv2d8_relu_causal_bn")
+    units = (tmp_path / "units.txt").read_text(encoding="utf-8").replace("<blank> 0", "<pad> 0")
+    (tmp_path / "units.txt").write_text(units, encoding="utf-8")
+    with pytest.raises(EdgeAsrError, match=r"units\.txt: id 0 must be '<blank>' .*got '<pad>'"):
+        load_model(tmp_path)
+
+
+def test_units_with_a_repeated_token_names_the_lines(tmp_path):
+    write_model_dir(tmp_path, "conformer_nopos_conv2d8_relu_causal_bn")
+    lines = (tmp_path / "units.txt").read_text(encoding="utf-8").splitlines()
+    lines[3] = lines[2].split()[0] + " 3"  # the token of line 3 again, with line 4's id
+    (tmp_path / "units.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(EdgeAsrError, match=r"units\.txt:4: token '.' repeats line 3"):
+        load_model(tmp_path)

@@ -30,7 +30,7 @@ from .decode import Backend, TorchBackend, ctc_greedy_search, stream_encode
 from .bpu.placement import tensor_shapes
 from .decode.bpu_backend import OnnxBpuBackend
 from .decode.onnx_backend import OnnxCpuBackend
-from .evaluate.runner import prepare
+from .frontend.dataset import prepare
 from .evaluate.sherpa import SherpaRecognizer
 from .frontend import read_audio
 from .model import load_model
@@ -91,11 +91,11 @@ def benchmark(workspace: Path, utts: int) -> Dict[str, object]:
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     chunk, left = params["streaming"]["chunk_size"], params["streaming"]["num_decoding_left_chunks"]
     test_list = workspace / next(iter(params["data"]["test_sets"].values()))
-    prepared = prepare(test_list, utts)
-    feats = [p.feats for p in prepared]
-    audio = sum(p.seconds for p in prepared)
     model_dir = workspace / params["model"]["dir"]
     model, _, _ = load_model(model_dir)
+    prepared = prepare(test_list, utts, model.encoder.embed.right_context + 1).utterances
+    feats = [p.feats for p in prepared]
+    audio = sum(p.seconds for p in prepared)
     cpu, bpu, compiled = workspace / "exp/export/cpu", workspace / "exp/bpu", workspace / "exp/compile"
     quantized = (compiled / "encoder/encoder_quantized_model.onnx", compiled / "ctc/ctc_quantized_model.onnx")
     backends: Dict[str, tuple] = {  # name -> (files it needs, constructor)

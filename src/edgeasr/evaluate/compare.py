@@ -18,7 +18,8 @@ from ..decode import Backend, DecodeOptions, recognize
 from ..export.parity import max_abs_diff
 from ..frontend import read_audio
 from .cer import score
-from .runner import PreparedUtterance, chunk_latency, detokenize, evaluate_set
+from ..frontend.dataset import PreparedUtterance
+from .runner import chunk_latency, detokenize, evaluate_set
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from typing import Dict, Sequence
 
 from ..bpu.quantize import PooledCosine
 from ..decode import Backend, DecodeOptions, stream_encode
-from .runner import PreparedUtterance
+from ..frontend.dataset import PreparedUtterance
 
 
 def stream_cosine(float_backend: Backend, quant_backend: Backend, prepared: Sequence[PreparedUtterance],

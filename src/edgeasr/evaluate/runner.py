@@ -6,7 +6,6 @@ feature extraction plus encoder plus search, divided by the audio duration.
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
@@ -14,33 +13,12 @@ import numpy as np
 from tqdm import tqdm
 
 from ..decode import Backend, DecodeOptions, chunk_windows, recognize
-from ..frontend import SAMPLE_RATE, Utterance, compute_fbank, read_audio, read_data_list
+from ..frontend.dataset import PreparedUtterance, prepare
 from ..params import check_streaming
 from .cer import score
 
 
 FRAME_SHIFT_MS = 10  # fbank frame shift
-
-
-@dataclass
-class PreparedUtterance:
-    utt: Utterance
-    feats: np.ndarray
-    seconds: float
-    feature_seconds: float  # time spent reading audio and computing fbank
-
-
-def prepare(data_list: Path, max_utts: int) -> List[PreparedUtterance]:
-    utts = read_data_list(data_list)
-    if max_utts > 0:
-        utts = utts[:max_utts]
-    out = []
-    for u in tqdm(utts, desc=f"features {data_list.parent.name}", unit="utt"):
-        start = time.perf_counter()
-        audio = read_audio(u.wav)
-        feats = compute_fbank(audio)
-        out.append(PreparedUtterance(u, feats, len(audio) / SAMPLE_RATE, time.perf_counter() - start))
-    return out
 
 
 def decode_contexts(search: Any, streaming: Any, modes: Sequence[str] = (), full_context: bool = True
@@ -118,9 +96,11 @@ def evaluate_sets(
     id_to_token = {i: t for t, i in symbols.items()}
     hyps_dir.mkdir(parents=True, exist_ok=True)
     metrics: Dict[str, object] = {}
+    min_frames = backend.geometry.right_context + 1
     for name, data_list in test_sets.items():
-        prepared = prepare(Path(data_list), max_utts)
-        metrics[name], hyps, _ = evaluate_set(backend, prepared, contexts, id_to_token)
+        prepared = prepare(Path(data_list), max_utts, min_frames, symbols)
+        metrics[name], hyps, _ = evaluate_set(backend, prepared.utterances, contexts, id_to_token)
+        metrics[name]["data"] = prepared.report
         with open(hyps_dir / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for h in hyps:
                 f.write(json.dumps(h, ensure_ascii=False) + "\n")

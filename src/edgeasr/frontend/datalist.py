@@ -14,6 +14,7 @@ class Utterance:
     key: str
     wav: str
     txt: str
+    line: int = 0  # line in its data.list (1-based; 0 = not read from a list)
 
 
 def read_data_list(path: str | Path) -> List[Utterance]:
@@ -35,7 +36,7 @@ def read_data_list(path: str | Path) -> List[Utterance]:
         wav_path = Path(wav)
         if not wav_path.is_absolute():
             wav_path = path.parent / wav_path
-        utts.append(Utterance(str(key), str(wav_path), str(txt)))
+        utts.append(Utterance(str(key), str(wav_path), str(txt), lineno))
     if not utts:
         raise EdgeAsrError(f"{path}: data list is empty")
     return utts
@@ -57,13 +58,17 @@ def read_symbol_table(path: str | Path) -> Dict[str, int]:
     if not path.is_file():
         raise EdgeAsrError(f"{path}: symbol table not found")
     table: Dict[str, int] = {}
+    first_line: Dict[str, int] = {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise EdgeAsrError(f"{path}:{lineno}: expected '<token> <id>', got {line!r}")
+        if parts[0] in table:
+            raise EdgeAsrError(f"{path}:{lineno}: token {parts[0]!r} repeats line {first_line[parts[0]]}")
         table[parts[0]] = int(parts[1])
+        first_line[parts[0]] = lineno
     if sorted(table.values()) != list(range(len(table))):
         raise EdgeAsrError(f"{path}: ids are not 0..{len(table) - 1} without gaps or repeats")
     return table

@@ -192,7 +192,10 @@ def load_model(model_dir: str | Path) -> LoadedModel:
     configs = read_train_yaml(model_dir / "train.yaml")
     units_path = _resolve_units(model_dir, configs)
     symbols = read_symbol_table(units_path)
-    spec = ModelSpec(configs, len(symbols))
+    spec = ModelSpec(configs, len(symbols))  # ctc_conf.ctc_blank_id is 0 (validated there)
+    if symbols.get("<blank>") != 0:
+        found = next((t for t, i in symbols.items() if i == 0), None)
+        raise EdgeAsrError(f"{units_path}: id 0 must be '<blank>' (ctc_conf.ctc_blank_id = 0), got {found!r}")
     ckpt_path = model_dir / "final.pt"
     state = load_state_dict(ckpt_path)
     cmvn, cmvn_source = _resolve_cmvn(model_dir, configs, state)
