@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
+from edgeasr.artifact.metadata import read_metadata
 from edgeasr.bpu.calibration import CTC_DIR, ENCODER_DIR, calibration_folders
 from edgeasr.bpu.hb_config import build_config, write_config
 from edgeasr.bpu.placement import placement_report, resolve_run_on_cpu
 from edgeasr.cli import fresh_dir, run_stage
-from edgeasr.export.metadata import read_metadata
 from edgeasr.params import load_stage_params, to_dict
 
 BPU, CALIBRATION, OUT = Path("exp/bpu"), Path("exp/calibration"), Path("exp/bpu_config")

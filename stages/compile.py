@@ -4,8 +4,7 @@ import csv
 from pathlib import Path
 
 from edgeasr.bpu.compile import CalibrationMethod, compile_all, worst_nodes
-from edgeasr.cli import fresh_dir, run_stage
-from edgeasr.evaluate.runner import write_json
+from edgeasr.cli import fresh_dir, run_stage, write_json
 from edgeasr.params import load_stage_params
 
 CONFIGS, CALIBRATION, OUT = Path("exp/bpu_config"), Path("exp/calibration"), Path("exp/compile")

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from edgeasr.cli import run_stage
+from edgeasr.cli import run_stage, write_json
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
 from edgeasr.evaluate.compare import decode_reference, evaluate_family
-from edgeasr.evaluate.runner import decode_contexts, write_json
+from edgeasr.evaluate.runner import decode_contexts
 from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import torch
 
-from edgeasr.cli import run_stage
+from edgeasr.cli import run_stage, write_json
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend
 from edgeasr.errors import EdgeAsrError
 from edgeasr.evaluate.compare import decode_reference, evaluate_audio_recognizer, evaluate_family
-from edgeasr.evaluate.runner import decode_contexts, write_json
-from edgeasr.frontend.dataset import prepare
+from edgeasr.evaluate.runner import decode_contexts
 from edgeasr.evaluate.sherpa import SherpaRecognizer
+from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import torch
 
-from edgeasr.cli import run_stage
+from edgeasr.cli import run_stage, write_json
 from edgeasr.decode import TorchBackend
-from edgeasr.evaluate.runner import decode_contexts, evaluate_sets, write_json
+from edgeasr.evaluate.runner import decode_contexts, evaluate_sets
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params
 

@@ -6,16 +6,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from edgeasr.cli import atomic_dir, run_stage
+from edgeasr.cli import atomic_dir, run_stage, write_json
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend, OnnxSherpaGraphBackend
 from edgeasr.errors import EdgeAsrError
-from edgeasr.evaluate.runner import write_json
-from edgeasr.frontend.dataset import prepare
 from edgeasr.export.cpu import export_cpu
 from edgeasr.export.gpu import export_gpu
 from edgeasr.export.parity import compare, require, rescoring_agreement
 from edgeasr.export.sherpa import export_sherpa
+from edgeasr.frontend.dataset import prepare
 from edgeasr.model import ASRModel, load_model
 from edgeasr.params import check_streaming, load_stage_params
 

@@ -6,12 +6,11 @@ import torch
 
 from edgeasr.bpu import export_bpu, placement_report, rewrite, summarize
 from edgeasr.bpu.placement import write_table
-from edgeasr.cli import atomic_dir, run_stage
+from edgeasr.cli import atomic_dir, run_stage, write_json
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
-from edgeasr.evaluate.runner import write_json
-from edgeasr.frontend.dataset import prepare
 from edgeasr.export.parity import compare, require
+from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params
 

@@ -3,9 +3,8 @@ the tiny and x3_110m presets); otherwise nothing: the shipped models/<name> or y
 
 from pathlib import Path
 
-from edgeasr.cli import fresh_dir, run_stage
+from edgeasr.cli import fresh_dir, run_stage, write_json
 from edgeasr.demo.trainer import TrainConfig, train
-from edgeasr.evaluate.runner import write_json
 from edgeasr.params import dataclass_from, load_stage_params, to_dict
 
 OUT = Path("exp/trained_model")

@@ -16,7 +16,7 @@ from edgeasr.bpu.placement import nodes_matching, place_node
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
 from edgeasr.errors import EdgeAsrError
-from edgeasr.export.metadata import read_metadata
+from edgeasr.artifact.metadata import read_metadata
 from edgeasr.export.parity import compare
 
 CHUNK, LEFT = 4, 2

@@ -20,7 +20,7 @@ from edgeasr.bpu.hb_mapper import parse_cosine_table
 from edgeasr.bpu.placement import resolve_run_on_cpu
 from edgeasr.bpu.quantize import tensor_ranges
 from edgeasr.errors import EdgeAsrError
-from edgeasr.export.metadata import read_metadata
+from edgeasr.artifact.metadata import read_metadata
 from test_bpu import BPU_ARCHS
 
 CHUNK, LEFT = 4, 2

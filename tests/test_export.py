@@ -13,7 +13,7 @@ from edgeasr.decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend, OnnxSher
 from edgeasr.errors import EdgeAsrError
 from edgeasr.export.cpu import export_cpu
 from edgeasr.export.gpu import export_gpu
-from edgeasr.export.metadata import read_metadata
+from edgeasr.artifact.metadata import read_metadata
 from edgeasr.export.parity import ENCODER_TOL, LOG_PROB_TOL, compare, require
 from edgeasr.export.sherpa import export_sherpa
 

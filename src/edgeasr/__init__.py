@@ -1,3 +1,31 @@
-"""edgeasr: take a WeNet-style streaming ASR checkpoint to a Horizon X3 BPU, with numbers."""
+"""edgeasr: take a WeNet-style streaming ASR checkpoint to ONNX runtimes and an edge NPU, with numbers.
+
+Layers, lowest first; a module imports only from layers below its own (tests/test_layers.py):
+
+    errors, similarity          what everything may use: the user-error type, signal similarity
+    cli                         stage entry points: one-line errors, atomic outputs, metrics files
+    params                      params.yaml loading and validation
+    frontend                    audio, fbank, CMVN, data lists, test-set preparation
+    model                       WeNet-compatible networks and checkpoint loading
+    artifact                    ONNX tracing settings, sessions, the metadata contract
+    decode                      backends (torch, onnxruntime, X3 graphs) and searches
+    export | bpu                the ONNX families | the X3 rewrite, calibration, compile
+    evaluate                    CER, reports, artifact comparisons
+    demo | report | bench       the embedded corpus and trainer, reports, the benchmark
+"""
 
 __version__ = "0.1.0"
+
+# The layer of every top-level module and package (see the docstring); lower numbers are lower.
+LAYERS = {
+    "errors": 0, "similarity": 0,
+    "cli": 1,
+    "params": 2,
+    "frontend": 3,
+    "model": 4,
+    "artifact": 5,
+    "decode": 6,
+    "export": 7, "bpu": 7,
+    "evaluate": 8,
+    "demo": 9, "report": 9, "bench": 9,
+}

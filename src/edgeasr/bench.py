@@ -26,13 +26,13 @@ import onnxruntime as ort
 import torch
 import yaml
 
-from .decode import Backend, TorchBackend, ctc_greedy_search, stream_encode
 from .bpu.placement import tensor_shapes
+from .decode import Backend, TorchBackend, ctc_greedy_search, stream_encode
 from .decode.bpu_backend import OnnxBpuBackend
 from .decode.onnx_backend import OnnxCpuBackend
-from .frontend.dataset import prepare
 from .evaluate.sherpa import SherpaRecognizer
 from .frontend import read_audio
+from .frontend.dataset import prepare
 from .model import load_model
 
 

@@ -1,5 +1,6 @@
 """Shared entry-point behaviour for stage scripts: one-line errors, non-zero exit, INFO logging."""
 
+import json
 import logging
 import resource
 import shutil
@@ -52,6 +53,14 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     partial.rename(path)
+
+
+def write_json(path: Path, obj: object) -> None:
+    """A metrics or report file: UTF-8 JSON, indented, written whole (renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    partial.replace(path)
 
 
 def fresh_dir(path: Path) -> Path:

@@ -12,7 +12,7 @@ from typing import Dict, List, Sequence
 
 import onnx
 
-from ..export.metadata import read_metadata, write_metadata
+from ..artifact.metadata import read_metadata, write_metadata
 from .calibration import calibration_folders, read_samples
 from .hb_config import read_config, run_on_cpu_list, with_calibration_method, write_config
 from .hb_mapper import collect_outputs, find_hb_mapper, parse_cosine_table, run_makertbin

@@ -12,9 +12,9 @@ from typing import Dict, Mapping, Sequence, Tuple
 import onnx
 import torch
 
+from ..artifact.metadata import model_geometry, write_metadata
+from ..artifact.onnx_io import traced_in_eval_mode
 from ..errors import EdgeAsrError
-from ..export.metadata import model_geometry, write_metadata
-from ..export.onnx_io import traced_in_eval_mode
 from ..model.asr_model import ASRModel
 from .encoder import BpuCtc, BpuEncoder, zero_state
 

@@ -29,6 +29,7 @@ from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
 from ..errors import EdgeAsrError
+from ..similarity import PooledCosine
 
 KL_NUM_BINS, KL_QUANTIZED_BINS = 512, 128  # finer than the quantized grid, so KL can clip; onnxruntime
 # searches thresholds in a Python loop per tensor (2048 bins: ~0.5 s per tensor), 512 keeps it ~4x cheaper
@@ -127,27 +128,6 @@ def float_outputs(model: onnx.ModelProto) -> List[Tuple[str, str, str]]:
         for out in node.output[:1]
         if types.get(out) == onnx.TensorProto.FLOAT
     ]
-
-
-class PooledCosine:
-    """Cosine similarity of two signals pooled over many tensor pairs (samples, utterances).
-    Entries not finite in both are left out (masked attention scores are -inf); 1.0 when both are zero."""
-
-    def __init__(self) -> None:
-        self.dot = self.aa = self.bb = 0.0
-
-    def add(self, a: np.ndarray, b: np.ndarray) -> None:
-        a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-        finite = np.isfinite(a) & np.isfinite(b)
-        a, b = a[finite], b[finite]
-        self.dot += float(a @ b)
-        self.aa += float(a @ a)
-        self.bb += float(b @ b)
-
-    def value(self) -> float:
-        if self.aa == 0.0 and self.bb == 0.0:
-            return 1.0
-        return self.dot / max(float(np.sqrt(self.aa * self.bb)), 1e-30)
 
 
 def node_cosines(float_model: Path, quant_model: Path, samples: Sequence[Mapping[str, np.ndarray]],

@@ -12,7 +12,7 @@ from typing import Any, List, Protocol, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..model.asr_model import ASRModel, IGNORE_ID, add_sos_eos, pad_list, reverse_pad_list
+from ..model.asr_model import IGNORE_ID, ASRModel, add_sos_eos, pad_list, reverse_pad_list
 from .search import Hyp, attention_rescoring, sequence_scores
 
 

@@ -17,8 +17,8 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from ..export.metadata import read_metadata
-from ..export.onnx_io import session
+from ..artifact.metadata import read_metadata
+from ..artifact.onnx_io import session
 from .backend import Geometry
 from .search import Hyp
 

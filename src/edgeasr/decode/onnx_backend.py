@@ -6,8 +6,8 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..export.metadata import read_metadata
-from ..export.onnx_io import session
+from ..artifact.metadata import read_metadata
+from ..artifact.onnx_io import session
 from .backend import Geometry, ScoringBackend
 from .search import Hyp, sequence_scores
 

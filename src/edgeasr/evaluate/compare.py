@@ -15,10 +15,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ..decode import Backend, DecodeOptions, recognize
-from ..export.parity import max_abs_diff
 from ..frontend import read_audio
-from .cer import score
 from ..frontend.dataset import PreparedUtterance
+from ..similarity import max_abs_diff
+from .cer import score
 from .runner import chunk_latency, detokenize, evaluate_set
 
 

@@ -2,9 +2,9 @@
 
 from typing import Dict, Sequence
 
-from ..bpu.quantize import PooledCosine
 from ..decode import Backend, DecodeOptions, stream_encode
 from ..frontend.dataset import PreparedUtterance
+from ..similarity import PooledCosine
 
 
 def stream_cosine(float_backend: Backend, quant_backend: Backend, prepared: Sequence[PreparedUtterance],

@@ -17,7 +17,6 @@ from ..frontend.dataset import PreparedUtterance, prepare
 from ..params import check_streaming
 from .cer import score
 
-
 FRAME_SHIFT_MS = 10  # fbank frame shift
 
 
@@ -105,8 +104,3 @@ def evaluate_sets(
             for h in hyps:
                 f.write(json.dumps(h, ensure_ascii=False) + "\n")
     return metrics
-
-
-def write_json(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

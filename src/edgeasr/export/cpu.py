@@ -15,10 +15,10 @@ from typing import Dict
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from ..artifact.metadata import model_geometry, write_metadata
+from ..artifact.onnx_io import export_graph
 from ..model.asr_model import ASRModel
 from .graphs import CtcHead, NeutralRescoringDecoder, RescoringDecoder, StreamingEncoder, dense_moe, io_shapes
-from .metadata import model_geometry, write_metadata
-from .onnx_io import export_graph
 
 
 def streaming_example_inputs(model: ASRModel, chunk_size: int, left_chunks: int) -> tuple:

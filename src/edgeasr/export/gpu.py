@@ -24,10 +24,10 @@ from typing import Dict, Optional
 import torch
 import yaml
 
+from ..artifact.metadata import model_geometry, write_metadata
+from ..artifact.onnx_io import export_graph
 from ..model.asr_model import ASRModel
 from .graphs import BatchEncoder, BatchRescoringDecoder, BatchStreamingEncoder, dense_moe, io_shapes
-from .metadata import model_geometry, write_metadata
-from .onnx_io import export_graph
 
 CONFIG = "config.yaml"  # the file runtime/gpu/scripts/convert.py reads beside the models
 

@@ -12,18 +12,11 @@ import numpy as np
 from ..decode import Backend, TorchBackend, stream_encode
 from ..decode.search import ctc_prefix_beam_search
 from ..errors import EdgeAsrError
+from ..similarity import max_abs_diff
 
 # float32 graphs of the same weights: differences come from kernel summation order only.
 ENCODER_TOL = 1e-4  # max |diff| of encoder frames
 LOG_PROB_TOL = 1e-3  # max |diff| of CTC log-probabilities over the finite entries
-
-
-def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    """Largest |a - b| over entries finite in both (top-K log-probs leave the rest -inf); inf on shape mismatch."""
-    if a.shape != b.shape:
-        return float("inf")
-    finite = np.isfinite(a) & np.isfinite(b)
-    return float(np.abs(a[finite] - b[finite]).max()) if finite.any() else 0.0
 
 
 def compare(

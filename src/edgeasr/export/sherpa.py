@@ -13,13 +13,13 @@ from typing import Dict
 
 import torch
 
+from ..artifact.metadata import model_geometry, write_metadata
+from ..artifact.onnx_io import export_graph
 from ..errors import EdgeAsrError
 from ..frontend.datalist import read_symbol_table
 from ..model.asr_model import ASRModel
 from .cpu import streaming_example_inputs
 from .graphs import StreamingEncoder, dense_moe
-from .metadata import model_geometry, write_metadata
-from .onnx_io import export_graph
 
 
 class SherpaStreamingModel(torch.nn.Module):
