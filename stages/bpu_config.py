@@ -1,6 +1,5 @@
 """bpu_config: hb_mapper config_encoder.yaml and config_ctc.yaml from the ONNX metadata and the op report."""
 
-from pathlib import Path
 
 from edgeasr.artifact.metadata import read_metadata
 from edgeasr.bpu.calibration import CTC_DIR, ENCODER_DIR, calibration_folders
@@ -8,8 +7,9 @@ from edgeasr.bpu.hb_config import build_config, write_config
 from edgeasr.bpu.placement import placement_report, resolve_run_on_cpu
 from edgeasr.cli import fresh_dir, run_stage
 from edgeasr.params import load_stage_params, to_dict
+from edgeasr.paths import BPU, BPU_CONFIG, CALIBRATION
 
-BPU, CALIBRATION, OUT = Path("exp/bpu"), Path("exp/calibration"), Path("exp/bpu_config")
+OUT = BPU_CONFIG
 
 
 def main(argv: list) -> None:

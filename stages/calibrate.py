@@ -5,8 +5,9 @@ from pathlib import Path
 from edgeasr.bpu.calibration import build_calibration
 from edgeasr.cli import atomic_dir, run_stage
 from edgeasr.params import load_stage_params
+from edgeasr.paths import BPU, CALIBRATION
 
-BPU, OUT = Path("exp/bpu"), Path("exp/calibration")
+OUT = CALIBRATION
 
 
 def main(argv: list) -> None:

@@ -1,13 +1,13 @@
 """compile: hb_mapper makertbin when installed, else the onnxruntime INT8 emulation; per-node cosine."""
 
 import csv
-from pathlib import Path
 
 from edgeasr.bpu.compile import CalibrationMethod, compile_all, worst_nodes
 from edgeasr.cli import fresh_dir, run_stage, write_json
 from edgeasr.params import load_stage_params
+from edgeasr.paths import BPU_CONFIG, CALIBRATION, COMPILE, COMPILE_METRICS, QUANT_NODES_TABLE
 
-CONFIGS, CALIBRATION, OUT = Path("exp/bpu_config"), Path("exp/calibration"), Path("exp/compile")
+CONFIGS, OUT = BPU_CONFIG, COMPILE
 NODE_COLUMNS = ["graph", "node", "op", "device", "int8", "cosine"]
 
 
@@ -16,11 +16,11 @@ def main(argv: list) -> None:
     method = CalibrationMethod(p.bpu.calibration_type, float(p.bpu.max_percentile), bool(p.bpu.per_channel))
     report = compile_all(CONFIGS, CALIBRATION, fresh_dir(OUT), method, p.bpu.cosine_samples)
     rows = [row for name in ("encoder", "ctc") for row in report[name].pop("nodes")]
-    with open("metrics/quant_nodes.csv", "w", newline="", encoding="utf-8") as f:
+    with open(QUANT_NODES_TABLE, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=NODE_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    write_json(Path("metrics/compile.json"), {**report, "worst_nodes": worst_nodes(rows)})
+    write_json(COMPILE_METRICS, {**report, "worst_nodes": worst_nodes(rows)})
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ from edgeasr.evaluate.runner import decode_contexts
 from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params
+from edgeasr.paths import BPU, BPU_METRICS
 
 CTC_MODES = ("ctc_greedy", "ctc_prefix_beam")  # the board runtime has no attention decoder
-BPU = Path("exp/bpu")
 
 
 def main(argv: list) -> None:
@@ -34,7 +34,7 @@ def main(argv: list) -> None:
                                     family, frames_align=aligned)
             for family, (backend, aligned) in backends.items()
         }
-    write_json(Path("metrics/bpu.json"), metrics)
+    write_json(BPU_METRICS, metrics)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,7 @@ from edgeasr.evaluate.sherpa import SherpaRecognizer
 from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params
-
-EXPORT = Path("exp/export")
+from edgeasr.paths import EXPORT_CPU, EXPORT_GPU, EXPORT_SHERPA, ONNX_METRICS
 
 
 def main(argv: list) -> None:
@@ -26,7 +25,7 @@ def main(argv: list) -> None:
     id_to_token = {i: t for t, i in symbols.items()}
     chunk, left = p.streaming.chunk_size, p.streaming.num_decoding_left_chunks
     contexts = decode_contexts(p.compare, p.streaming)
-    cpu, gpu = EXPORT / "cpu", EXPORT / "gpu"
+    cpu, gpu = EXPORT_CPU, EXPORT_GPU
     if not (cpu / "encoder.onnx").is_file():
         raise EdgeAsrError(f"{cpu}: no encoder.onnx (run `dvc repro export` first)")
     streaming_encoder = gpu / "streaming" / "encoder.onnx"
@@ -43,10 +42,10 @@ def main(argv: list) -> None:
     if streaming_encoder.is_file():  # absent where the export said why (metrics/export.json, skipped)
         families["gpu_streaming"] = (gpu_backend, "streaming")
     sherpa = {}
-    if (EXPORT / "sherpa" / "model.onnx").is_file():
+    if (EXPORT_SHERPA / "model.onnx").is_file():
         sherpa = {
-            "sherpa": SherpaRecognizer(EXPORT / "sherpa", chunk, left, threads, wenet_frontend=True),
-            "sherpa_default_frontend": SherpaRecognizer(EXPORT / "sherpa", chunk, left, threads, wenet_frontend=False),
+            "sherpa": SherpaRecognizer(EXPORT_SHERPA, chunk, left, threads, wenet_frontend=True),
+            "sherpa_default_frontend": SherpaRecognizer(EXPORT_SHERPA, chunk, left, threads, wenet_frontend=False),
         }
     pytorch = TorchBackend(model, reverse_weight=p.compare.reverse_weight)
     metrics = {}
@@ -59,7 +58,7 @@ def main(argv: list) -> None:
                                                     family)
         for family, recognizer in sherpa.items():
             metrics[name][family] = evaluate_audio_recognizer(recognizer.transcribe, prepared, reference, family)
-    write_json(Path("metrics/onnx.json"), metrics)
+    write_json(ONNX_METRICS, metrics)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,17 @@ from edgeasr.evaluate.runner import decode_contexts
 from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params
+from edgeasr.paths import BPU, COMPILE, COMPILE_METRICS, QUANT_METRICS
 
 CTC_MODES = ("ctc_greedy", "ctc_prefix_beam")
-BPU, COMPILED = Path("exp/bpu"), Path("exp/compile")
+COMPILED = COMPILE
 
 
 def main(argv: list) -> None:
     p = load_stage_params("eval_quant", argv)
-    compiled = json.loads(Path("metrics/compile.json").read_text())
+    compiled = json.loads(COMPILE_METRICS.read_text())
     if compiled["mode"] != "emulated":
-        raise EdgeAsrError("metrics/compile.json: hb_mapper's quantized models run only in Horizon's own "
+        raise EdgeAsrError(f"{COMPILE_METRICS}: hb_mapper's quantized models run only in Horizon's own "
                            "HB_ONNXRuntime or on the board; edgeasr evaluates the emulated ones")
     model, _, symbols = load_model(p.model.dir)
     id_to_token = {i: t for t, i in symbols.items()}
@@ -39,7 +40,7 @@ def main(argv: list) -> None:
         result = evaluate_family(quant, prepared, opts, "streaming", id_to_token, reference, "quantized")
         result.update(stream_cosine(float_graphs, quant, prepared, opts))
         metrics[name] = result
-    write_json(Path("metrics/quant.json"), metrics)
+    write_json(QUANT_METRICS, metrics)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from edgeasr.export.sherpa import export_sherpa
 from edgeasr.frontend.dataset import prepare
 from edgeasr.model import ASRModel, load_model
 from edgeasr.params import check_streaming, load_stage_params
+from edgeasr.paths import EXPORT, EXPORT_METRICS
 
-OUT = Path("exp/export")
+OUT = EXPORT
 
 
 def main(argv: list) -> None:
@@ -28,7 +29,7 @@ def main(argv: list) -> None:
     model, _, _ = load_model(p.model.dir)
     with atomic_dir(OUT) as out:  # no exp/export unless every family passed its parity check
         report = export_and_check(model, out, p)
-    write_json(Path("metrics/export.json"), report)
+    write_json(EXPORT_METRICS, report)
 
 
 def export_and_check(model: ASRModel, out: Path, p: DictConfig) -> dict:

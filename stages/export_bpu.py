@@ -13,8 +13,9 @@ from edgeasr.export.parity import compare, require
 from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params
+from edgeasr.paths import BPU, BPU_EXPORT_METRICS, BPU_OPS_METRICS, BPU_OPS_TABLE
 
-OUT = Path("exp/bpu")
+OUT = BPU
 STREAM_TOL = {"encoder_out": 1e-4, "ctc_log_probs": 1e-4}  # ONNX vs PyTorch over whole utterances
 
 
@@ -34,9 +35,9 @@ def main(argv: list) -> None:
         require("bpu", parity, STREAM_TOL)
         reports = {name: placement_report(path) for name, path in paths.items()}
         sizes = {name: round(path.stat().st_size / 1e6, 3) for name, path in paths.items()}
-    write_table(Path("metrics/bpu_ops.csv"), reports)
-    write_json(Path("metrics/bpu_ops.json"), {name: summarize(report) for name, report in reports.items()})
-    write_json(Path("metrics/bpu_export.json"), {"parity": parity, "size_mb": sizes})
+    write_table(BPU_OPS_TABLE, reports)
+    write_json(BPU_OPS_METRICS, {name: summarize(report) for name, report in reports.items()})
+    write_json(BPU_EXPORT_METRICS, {"parity": parity, "size_mb": sizes})
 
 
 if __name__ == "__main__":

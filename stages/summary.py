@@ -7,8 +7,7 @@ from pathlib import Path
 from edgeasr.cli import run_stage
 from edgeasr.evaluate.summary import summary_rows
 from edgeasr.params import load_stage_params
-
-METRICS = Path("metrics")
+from edgeasr.paths import BPU_METRICS, ONNX_METRICS, QUANT_METRICS, SUMMARY_TABLE, WORST_NODES_TABLE
 
 
 def write_csv(path: Path, rows: list) -> None:
@@ -20,13 +19,14 @@ def write_csv(path: Path, rows: list) -> None:
 
 def main(argv: list) -> None:
     p = load_stage_params("summary", argv)
-    loaded = {name: json.loads((METRICS / f"{name}.json").read_text()) for name in ("onnx", "bpu", "quant")}
+    loaded = {name: json.loads(path.read_text())
+              for name, path in (("onnx", ONNX_METRICS), ("bpu", BPU_METRICS), ("quant", QUANT_METRICS))}
     rows = summary_rows(loaded["onnx"], loaded["bpu"], loaded["quant"], p.streaming.chunk_size,
                         p.streaming.num_decoding_left_chunks)
-    write_csv(METRICS / "summary.csv", rows)
+    write_csv(SUMMARY_TABLE, rows)
     worst = [{"node": f"{n['graph']}:{n['node']}", "op": n["op"], "cosine": n["cosine"]}
              for n in loaded["quant"]["worst_nodes"]]
-    write_csv(METRICS / "worst_nodes.csv", worst)
+    write_csv(WORST_NODES_TABLE, worst)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """synth: the demo speech corpus (wavs, data.lists, units.txt) under data/demo."""
 
-from pathlib import Path
 
 from edgeasr.cli import fresh_dir, run_stage
 from edgeasr.demo.corpus import CorpusConfig, build_corpus
 from edgeasr.params import dataclass_from, load_stage_params
+from edgeasr.paths import DEMO_CORPUS
 
-OUT = Path("data/demo")  # a fixed output: with data=lists nothing is written elsewhere
+OUT = DEMO_CORPUS  # a fixed output: with data=lists nothing is written elsewhere
 
 
 def main(argv: list) -> None:

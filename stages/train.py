@@ -6,8 +6,9 @@ from pathlib import Path
 from edgeasr.cli import fresh_dir, run_stage, write_json
 from edgeasr.demo.trainer import TrainConfig, train
 from edgeasr.params import dataclass_from, load_stage_params, to_dict
+from edgeasr.paths import TRAIN_METRICS, TRAINED_MODEL
 
-OUT = Path("exp/trained_model")
+OUT = TRAINED_MODEL
 
 
 def main(argv: list) -> None:
@@ -16,11 +17,11 @@ def main(argv: list) -> None:
     t = p.model.train
     if not t.enabled:
         (OUT / "README.txt").write_text(f"Nothing trained: model={p.model.name} is read from model.dir.\n")
-        write_json(Path("metrics/train.json"), {"trained": False})
+        write_json(TRAIN_METRICS, {"trained": False})
         return
     cfg = dataclass_from(TrainConfig, t)
     report = train(to_dict(t.architecture), cfg, Path(p.data.train_list), Path(p.data.units), OUT)
-    write_json(Path("metrics/train.json"), {"trained": True, **report})
+    write_json(TRAIN_METRICS, {"trained": True, **report})
 
 
 if __name__ == "__main__":

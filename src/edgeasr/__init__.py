@@ -2,7 +2,8 @@
 
 Layers, lowest first; a module imports only from layers below its own (tests/test_layers.py):
 
-    errors, similarity          what everything may use: the user-error type, signal similarity
+    errors, similarity, paths   what everything may use: the user-error type, signal similarity,
+                                the pipeline's artifact and metrics paths
     cli                         stage entry points: one-line errors, atomic outputs, metrics files
     params                      params.yaml loading and validation
     frontend                    audio, fbank, CMVN, data lists, test-set preparation
@@ -18,7 +19,7 @@ __version__ = "0.1.0"
 
 # The layer of every top-level module and package (see the docstring); lower numbers are lower.
 LAYERS = {
-    "errors": 0, "similarity": 0,
+    "errors": 0, "similarity": 0, "paths": 0,
     "cli": 1,
     "params": 2,
     "frontend": 3,

@@ -34,6 +34,7 @@ from .evaluate.sherpa import SherpaRecognizer
 from .frontend import read_audio
 from .frontend.dataset import prepare
 from .model import load_model
+from .paths import BPU, COMPILE, EXPORT_CPU, EXPORT_SHERPA
 
 
 @dataclass
@@ -96,7 +97,7 @@ def benchmark(workspace: Path, utts: int) -> Dict[str, object]:
     prepared = prepare(test_list, utts, model.encoder.embed.right_context + 1).utterances
     feats = [p.feats for p in prepared]
     audio = sum(p.seconds for p in prepared)
-    cpu, bpu, compiled = workspace / "exp/export/cpu", workspace / "exp/bpu", workspace / "exp/compile"
+    cpu, bpu, compiled = workspace / EXPORT_CPU, workspace / BPU, workspace / COMPILE
     quantized = (compiled / "encoder/encoder_quantized_model.onnx", compiled / "ctc/ctc_quantized_model.onnx")
     backends: Dict[str, tuple] = {  # name -> (files it needs, constructor)
         "pytorch eager": ((model_dir / "final.pt",), lambda: TorchBackend(model)),
@@ -116,7 +117,7 @@ def benchmark(workspace: Path, utts: int) -> Dict[str, object]:
         time_backend(backend, feats[:2], chunk, left)  # warm-up: session arenas, caches
         seconds, chunks = time_backend(backend, feats, chunk, left)
         rows.append(Row(name, seconds / audio, 1000.0 * seconds / max(chunks, 1), size))
-    if (workspace / "exp/export/sherpa/model.onnx").exists():
+    if (workspace / EXPORT_SHERPA / "model.onnx").exists():
         rows.append(time_sherpa(workspace, prepared, chunk, left, audio))
     flops_per_chunk = graph_flops(bpu / "encoder.onnx") + graph_flops(bpu / "ctc.onnx")
     chunk_seconds = chunk * OnnxBpuBackend(bpu / "encoder.onnx", bpu / "ctc.onnx").geometry.subsampling_rate * 0.01
@@ -133,7 +134,7 @@ def benchmark(workspace: Path, utts: int) -> Dict[str, object]:
 
 
 def time_sherpa(workspace: Path, prepared, chunk: int, left: int, audio: float) -> Row:
-    sherpa_dir = workspace / "exp/export/sherpa"
+    sherpa_dir = workspace / EXPORT_SHERPA
     recognizer = SherpaRecognizer(sherpa_dir, chunk, left, threads=1, wenet_frontend=True)
     waves = [read_audio(p.utt.wav) for p in prepared]
     recognizer.transcribe(waves[0])

@@ -19,12 +19,13 @@ from typing import Dict, Iterator, List, Mapping, Optional
 import vl_convert
 
 from ..errors import EdgeAsrError
+from ..paths import BPU_METRICS, ONNX_METRICS, QUANT_METRICS, SWEEP_REPORT, TORCH_METRICS
 
 ARTIFACTS = {  # artifact -> (metrics file, path to its streaming family inside a test set)
-    "pytorch": ("metrics/torch.json", ("streaming",)),
-    "onnx_cpu": ("metrics/onnx.json", ("cpu",)),
-    "bpu_float": ("metrics/bpu.json", ("bpu_float",)),
-    "quantized": ("metrics/quant.json", ()),
+    "pytorch": (str(TORCH_METRICS), ("streaming",)),
+    "onnx_cpu": (str(ONNX_METRICS), ("cpu",)),
+    "bpu_float": (str(BPU_METRICS), ("bpu_float",)),
+    "quantized": (str(QUANT_METRICS), ()),
 }
 MODE = "ctc_greedy"
 
@@ -147,11 +148,11 @@ def dvc_exp_show() -> List[dict]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description="Render the chunk-size sweep report (self-contained HTML).")
-    parser.add_argument("-o", "--output", type=Path, default=Path("metrics/sweep.html"))
+    parser.add_argument("-o", "--output", type=Path, default=SWEEP_REPORT)
     parser.add_argument("--set", default="test", help="test set to plot")
     args = parser.parse_args(argv)
     exp_show = dvc_exp_show()
-    page = render(experiment_points(exp_show, args.set), worst_nodes(Path("metrics/quant.json")), args.set)
+    page = render(experiment_points(exp_show, args.set), worst_nodes(QUANT_METRICS), args.set)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(page, encoding="utf-8")
     print(f"wrote {args.output}")

@@ -1,0 +1,35 @@
+"""Every artifact and metrics path of the pipeline, named once (relative to a workspace root).
+
+Stages, the benchmark and the reports take their paths from here; tests/test_paths.py checks them
+against the `outs` and `metrics` of dvc.yaml, which declares the same paths for DVC.
+"""
+
+from pathlib import Path
+
+DEMO_CORPUS = Path("data/demo")  # synth
+TRAINED_MODEL = Path("exp/trained_model")  # train
+EVAL_TORCH = Path("exp/eval_torch")  # eval_torch: hypotheses per utterance
+EXPORT = Path("exp/export")  # export: cpu/, gpu/offline|streaming/, sherpa/
+EXPORT_CPU = EXPORT / "cpu"
+EXPORT_GPU = EXPORT / "gpu"
+EXPORT_SHERPA = EXPORT / "sherpa"
+BPU = Path("exp/bpu")  # export_bpu: the X3 float graphs
+CALIBRATION = Path("exp/calibration")  # calibrate
+BPU_CONFIG = Path("exp/bpu_config")  # bpu_config
+COMPILE = Path("exp/compile")  # compile: quantized graphs (emulated) or .bin + logs (hb_mapper)
+
+METRICS = Path("metrics")
+TRAIN_METRICS = METRICS / "train.json"
+TORCH_METRICS = METRICS / "torch.json"
+EXPORT_METRICS = METRICS / "export.json"
+ONNX_METRICS = METRICS / "onnx.json"
+BPU_EXPORT_METRICS = METRICS / "bpu_export.json"
+BPU_OPS_METRICS = METRICS / "bpu_ops.json"
+BPU_OPS_TABLE = METRICS / "bpu_ops.csv"
+BPU_METRICS = METRICS / "bpu.json"
+COMPILE_METRICS = METRICS / "compile.json"
+QUANT_NODES_TABLE = METRICS / "quant_nodes.csv"
+QUANT_METRICS = METRICS / "quant.json"
+SUMMARY_TABLE = METRICS / "summary.csv"
+WORST_NODES_TABLE = METRICS / "worst_nodes.csv"
+SWEEP_REPORT = METRICS / "sweep.html"
