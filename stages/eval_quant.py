@@ -17,7 +17,6 @@ from edgeasr.params import load_stage_params
 from edgeasr.paths import BPU, COMPILE, COMPILE_METRICS, QUANT_METRICS
 
 CTC_MODES = ("ctc_greedy", "ctc_prefix_beam")
-COMPILED = COMPILE
 
 
 def main(argv: list) -> None:
@@ -29,7 +28,7 @@ def main(argv: list) -> None:
     model, _, symbols = load_model(p.model.dir)
     id_to_token = {i: t for t, i in symbols.items()}
     opts = decode_contexts(p.compare, p.streaming, CTC_MODES, full_context=False)["streaming"]
-    quant = OnnxBpuBackend(quantized_path(COMPILED, "encoder"), quantized_path(COMPILED, "ctc"), "exact",
+    quant = OnnxBpuBackend(quantized_path(COMPILE, "encoder"), quantized_path(COMPILE, "ctc"), "exact",
                            p.compare.threads)
     float_graphs = OnnxBpuBackend(BPU / "encoder.onnx", BPU / "ctc.onnx", "exact", p.compare.threads)
     pytorch = TorchBackend(model)
