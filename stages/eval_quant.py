@@ -1,9 +1,8 @@
 """eval_quant: the quantized X3 graphs streamed over the test sets; CER vs PyTorch (`compare.*`), cosine vs float."""
 
-import json
 from pathlib import Path
 
-from edgeasr.bpu.compile import quantized_path
+from edgeasr.bpu.compile import quantized_path, read_manifest
 from edgeasr.cli import run_stage, write_json
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
@@ -14,16 +13,16 @@ from edgeasr.evaluate.runner import decode_contexts
 from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
 from edgeasr.params import load_stage_params
-from edgeasr.paths import BPU, COMPILE, COMPILE_METRICS, QUANT_METRICS
+from edgeasr.paths import BPU, COMPILE, QUANT_METRICS
 
 CTC_MODES = ("ctc_greedy", "ctc_prefix_beam")
 
 
 def main(argv: list) -> None:
     p = load_stage_params("eval_quant", argv)
-    compiled = json.loads(COMPILE_METRICS.read_text())
+    compiled = read_manifest(COMPILE)
     if compiled["mode"] != "emulated":
-        raise EdgeAsrError(f"{COMPILE_METRICS}: hb_mapper's quantized models run only in Horizon's own "
+        raise EdgeAsrError(f"{COMPILE}: compiled by hb_mapper, whose quantized models run only in Horizon's own "
                            "HB_ONNXRuntime or on the board; edgeasr evaluates the emulated ones")
     model, _, symbols = load_model(p.model.dir)
     id_to_token = {i: t for t, i in symbols.items()}

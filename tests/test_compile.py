@@ -14,7 +14,7 @@ import soundfile
 from conftest import make_model
 from edgeasr.bpu import export_bpu, placement_report, rewrite
 from edgeasr.bpu.calibration import build_calibration, select_utterances
-from edgeasr.bpu.compile import CalibrationMethod, compile_all, worst_nodes
+from edgeasr.bpu.compile import CalibrationSettings, compile_all, worst_nodes
 from edgeasr.bpu.hb_config import build_config, read_config, validate, with_calibration_method, write_config
 from edgeasr.bpu.hb_mapper import parse_cosine_table
 from edgeasr.bpu.placement import resolve_run_on_cpu
@@ -138,7 +138,7 @@ def test_kl_really_uses_its_histogram(setup):
 def test_emulated_compile_reports_nodes_and_keeps_run_on_cpu_float(setup, tmp_path):
     root, paths, _ = setup
     configs(setup, tmp_path, [{"op": "Conv", "scope": r"^/embed/conv/conv\.0/"}])
-    report = compile_all(tmp_path, root / "cal", tmp_path / "out", CalibrationMethod("default", 1.0, False), 3)
+    report = compile_all(tmp_path, root / "cal", tmp_path / "out", CalibrationSettings("default", 1.0, False), 3)
     assert report["mode"] == "emulated"
     enc = report["encoder"]
     assert "/embed/conv/conv.0/Conv" in enc["run_on_cpu"]
@@ -187,7 +187,7 @@ def test_real_branch_runs_hb_mapper_and_parses_its_table(setup, tmp_path, monkey
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     configs(setup, tmp_path)
-    report = compile_all(tmp_path, root / "cal", tmp_path / "out", CalibrationMethod("kl", 1.0, False), 3)
+    report = compile_all(tmp_path, root / "cal", tmp_path / "out", CalibrationSettings("kl", 1.0, False), 3)
     assert report["mode"] == "compiled"
     for name in ("encoder", "ctc"):
         folder = tmp_path / "out" / name

@@ -5,6 +5,7 @@ node how far the quantized output is from the float one (cosine similarity): hb_
 when compiled, onnxruntime's QDQ emulation when emulated. Every result says which it is.
 """
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Dict, List, Sequence
 import onnx
 
 from ..artifact.metadata import read_metadata, write_metadata
+from ..errors import EdgeAsrError
 from .calibration import calibration_folders, read_samples
 from .hb_config import read_config, run_on_cpu_list, with_calibration_method, write_config
 from .hb_mapper import collect_outputs, find_hb_mapper, parse_cosine_table, run_makertbin
@@ -21,10 +23,11 @@ from .quantize import node_cosines, quantize_like_hb_mapper
 
 log = logging.getLogger(__name__)
 MODELS = ("ctc", "encoder")  # WeNet's X3 recipe compiles ctc first, then the encoder
+MANIFEST = "manifest.json"  # beside the compiled models: how they were made (read by eval_quant)
 
 
 @dataclass(frozen=True)
-class CalibrationMethod:
+class CalibrationSettings:
     calibration_type: str
     max_percentile: float
     per_channel: bool
@@ -48,7 +51,7 @@ def compile_real(executable: str, name: str, config: dict, out_dir: Path) -> Dic
     return {"files": files, "nodes": rows, "run_on_cpu": run_on_cpu_list(config)}
 
 
-def compile_emulated(name: str, config: dict, method: CalibrationMethod, cal_dir: Path, out_dir: Path,
+def compile_emulated(name: str, config: dict, method: CalibrationSettings, cal_dir: Path, out_dir: Path,
                      cosine_samples: int) -> Dict[str, object]:
     """One model quantized by onnxruntime like hb_mapper would: the BPU nodes INT8, the rest float."""
     folder = out_dir / name
@@ -70,7 +73,7 @@ def compile_emulated(name: str, config: dict, method: CalibrationMethod, cal_dir
             "calibration": chosen, "calibration_samples": len(samples), "int8_nodes": len(bpu_nodes)}
 
 
-def compile_all(config_dir: Path, cal_dir: Path, out_dir: Path, method: CalibrationMethod,
+def compile_all(config_dir: Path, cal_dir: Path, out_dir: Path, method: CalibrationSettings,
                 cosine_samples: int) -> Dict[str, object]:
     """ctc then encoder; returns {mode, <model>: report}."""
     executable = find_hb_mapper()
@@ -85,6 +88,21 @@ def compile_all(config_dir: Path, cal_dir: Path, out_dir: Path, method: Calibrat
         else:
             report[name] = compile_emulated(name, config, method, cal_dir, out_dir, cosine_samples)
     return report
+
+
+def write_manifest(out_dir: Path, report: Dict[str, object], worst: Sequence[dict]) -> None:
+    """out_dir/manifest.json, what later stages read: the mode (`compiled` by hb_mapper or
+    `emulated`), each model's files (relative to out_dir) and the worst nodes by cosine."""
+    files = {name: {k: str(Path(v).relative_to(out_dir)) for k, v in report[name]["files"].items()} for name in MODELS}
+    manifest = {"mode": report["mode"], "files": files, "worst_nodes": list(worst)}
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def read_manifest(out_dir: Path) -> Dict[str, object]:
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        raise EdgeAsrError(f"{path}: not found (run `dvc repro compile` first)")
+    return json.loads(path.read_text())
 
 
 def worst_nodes(rows: Sequence[dict], count: int = 10) -> List[dict]:
