@@ -4,7 +4,7 @@
 from edgeasr.artifact.metadata import read_metadata
 from edgeasr.bpu.calibration import CTC_DIR, ENCODER_DIR, calibration_folders
 from edgeasr.bpu.hb_config import build_config, write_config
-from edgeasr.bpu.placement import placement_report, resolve_run_on_cpu
+from edgeasr.bpu.placement import read_placement, resolve_run_on_cpu
 from edgeasr.cli import fresh_dir, run_stage
 from edgeasr.params import load_stage_params, to_dict
 from edgeasr.paths import BPU, BPU_CONFIG, CALIBRATION
@@ -16,7 +16,7 @@ def main(argv: list) -> None:
     p = load_stage_params("bpu_config", argv)
     out = fresh_dir(OUT)
     graphs = {"encoder": ENCODER_DIR, "ctc": CTC_DIR}
-    reports = {name: placement_report(BPU / f"{name}.onnx") for name in graphs}
+    reports = {name: read_placement(BPU / f"{name}.onnx") for name in graphs}
     run_on_cpu = resolve_run_on_cpu(reports, to_dict(p.bpu.run_on_cpu), p.bpu.float_islands)
     for name, cal_model in graphs.items():
         model = BPU / f"{name}.onnx"

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import torch
 
-from edgeasr.bpu import export_bpu, placement_report, rewrite, summarize
-from edgeasr.bpu.placement import write_table
+from edgeasr.bpu import export_bpu, rewrite, summarize
+from edgeasr.bpu.placement import read_placement, write_table
 from edgeasr.cli import atomic_dir, run_stage, write_json
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
@@ -33,7 +33,7 @@ def main(argv: list) -> None:
         parity = compare(TorchBackend(model), OnnxBpuBackend(paths["encoder"], paths["ctc"], "exact"), utts,
                          chunk, left)
         require("bpu", parity, STREAM_TOL)
-        reports = {name: placement_report(path) for name, path in paths.items()}
+        reports = {name: read_placement(path) for name, path in paths.items()}
         sizes = {name: round(path.stat().st_size / 1e6, 3) for name, path in paths.items()}
     write_table(BPU_OPS_TABLE, reports)
     write_json(BPU_OPS_METRICS, {name: summarize(report) for name, report in reports.items()})

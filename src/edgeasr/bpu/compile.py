@@ -18,7 +18,7 @@ from ..errors import EdgeAsrError
 from .calibration import calibration_folders, read_samples
 from .hb_config import read_config, run_on_cpu_list, with_calibration_method, write_config
 from .hb_mapper import collect_outputs, find_hb_mapper, parse_cosine_table, run_makertbin
-from .placement import placement_report
+from .placement import read_placement
 from .quantize import node_cosines, quantize_like_hb_mapper
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def compile_emulated(name: str, config: dict, method: CalibrationSettings, cal_d
     model = Path(config["model_parameters"]["onnx_model"])
     run_on_cpu = set(run_on_cpu_list(config))
     # The config decides: an island node not in run_on_cpu is quantized, as hb_mapper would do.
-    bpu_nodes = [p.node for p in placement_report(model)
+    bpu_nodes = [p.node for p in read_placement(model)
                  if (p.device == "BPU" or p.run_on_cpu) and p.node not in run_on_cpu]
     inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in onnx.load(str(model)).graph.input}
     samples = list(read_samples(calibration_folders(cal_dir, name, list(inputs)), inputs))

@@ -17,6 +17,7 @@ from ..artifact.onnx_io import traced_in_eval_mode
 from ..errors import EdgeAsrError
 from ..model.asr_model import ASRModel
 from .encoder import BpuCtc, BpuEncoder, zero_state
+from .placement import placement_report, write_placement
 
 OPSET = 11
 MAX_IR_VERSION = 7
@@ -76,12 +77,16 @@ def check_saved(path: Path, shapes: Mapping[str, Tuple[int, ...]]) -> None:
 
 
 def export_bpu(model: ASRModel, encoder: BpuEncoder, ctc: BpuCtc, out_dir: Path) -> Dict[str, Path]:
-    """encoder.onnx and ctc.onnx under out_dir; returns name -> path."""
+    """encoder.onnx and ctc.onnx under out_dir, each with its op placement report beside it
+    (<graph>.placement.json); returns name -> path of the graphs."""
     geometry = model_geometry(model, encoder.chunk_size, encoder.left_chunks)
     meta = {**geometry, "opset": OPSET, "model_type": "wenet_x3_bpu", "cache_frames": encoder.cache_frames,
             "layer_norm_on_bpu": int(any(getattr(m, "on_bpu", False) for m in encoder.modules()))}
     hidden = {"hidden": torch.zeros(1, encoder.output_size, 1, encoder.chunk_size)}
-    return {
+    paths = {
         "encoder": export_static(encoder, zero_state(encoder), encoder.output_names(), out_dir / "encoder.onnx", meta),
         "ctc": export_static(ctc, hidden, ["logits"], out_dir / "ctc.onnx", meta),
     }
+    for path in paths.values():  # placed once, here: bpu_config and compile read the file
+        write_placement(path, placement_report(path))
+    return paths

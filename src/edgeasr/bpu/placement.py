@@ -12,8 +12,9 @@ exporter derives from module paths); no auto-generated name is ever hard-coded.
 """
 
 import csv
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -153,6 +154,23 @@ def placement_report(path) -> List[Placement]:
         for node in model.graph.node
         if node.op_type not in ("Constant", "Identity")
     ]
+
+
+def placement_file(model: Path) -> Path:
+    """Where export_bpu leaves a graph's placement report: beside it, `<graph>.placement.json`."""
+    return model.with_name(model.stem + ".placement.json")
+
+
+def write_placement(model: Path, report: Sequence[Placement]) -> None:
+    placement_file(model).write_text(json.dumps([asdict(p) for p in report], indent=1) + "\n")
+
+
+def read_placement(model: Path) -> List[Placement]:
+    """The report export_bpu computed for `model` (computed once; later stages read it)."""
+    path = placement_file(model)
+    if not path.is_file():
+        raise EdgeAsrError(f"{path}: not found (run `dvc repro export_bpu` first)")
+    return [Placement(**entry) for entry in json.loads(path.read_text())]
 
 
 def summarize(report: Sequence[Placement]) -> Dict[str, object]:
