@@ -58,12 +58,12 @@ def exported(tmp_path_factory):
 
 
 @pytest.mark.parametrize("key", sorted(BPU_ARCHS))
-@pytest.mark.parametrize("ln_on_bpu", [False, True])
-def test_rewrite_matches_forward_chunk(key, ln_on_bpu):
+@pytest.mark.parametrize("layer_norm_on_bpu", [False, True])
+def test_rewrite_matches_forward_chunk(key, layer_norm_on_bpu):
     """Each module is checked as it is built (<= 1e-5); three chunks through the whole encoder too."""
     model = make_model(BPU_ARCHS[key])
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    encoder, _ = rewrite(model, CHUNK, LEFT, ln_on_bpu)
+    encoder, _ = rewrite(model, CHUNK, LEFT, layer_norm_on_bpu)
     assert check_encoder_parity(model, encoder, chunks=5) < 1e-5
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "the source model was modified"

@@ -32,7 +32,7 @@ from .layers import (
 class EncoderLayer4d(torch.nn.Module):
     """One conformer or transformer block on (1, D, 1, c); the same residual order as the original."""
 
-    def __init__(self, layer: torch.nn.Module, chunk_size: int, cache_frames: int, ln_on_bpu: bool):
+    def __init__(self, layer: torch.nn.Module, chunk_size: int, cache_frames: int, layer_norm_on_bpu: bool):
         super().__init__()
         self.normalize_before = layer.normalize_before
         self.self_attn = Attention4d(layer.self_attn, chunk_size, cache_frames)
@@ -40,22 +40,22 @@ class EncoderLayer4d(torch.nn.Module):
         if self.is_conformer:
             scale = layer.ff_scale
             self.feed_forward = feed_forward_4d(layer.feed_forward, scale)
-            self.norm_ff = LayerNorm4d(layer.norm_ff, ln_on_bpu)
-            self.norm_mha = LayerNorm4d(layer.norm_mha, ln_on_bpu)
+            self.norm_ff = LayerNorm4d(layer.norm_ff, layer_norm_on_bpu)
+            self.norm_mha = LayerNorm4d(layer.norm_mha, layer_norm_on_bpu)
             self.feed_forward_macaron = None
             if layer.feed_forward_macaron is not None:
                 self.feed_forward_macaron = feed_forward_4d(layer.feed_forward_macaron, scale)
-                self.norm_ff_macaron = LayerNorm4d(layer.norm_ff_macaron, ln_on_bpu)
+                self.norm_ff_macaron = LayerNorm4d(layer.norm_ff_macaron, layer_norm_on_bpu)
             self.conv_module = None
             if layer.conv_module is not None:
-                self.conv_module = ConvModule4d(layer.conv_module, ln_on_bpu)
-                self.norm_conv = LayerNorm4d(layer.norm_conv, ln_on_bpu)
-                self.norm_final = LayerNorm4d(layer.norm_final, ln_on_bpu)
+                self.conv_module = ConvModule4d(layer.conv_module, layer_norm_on_bpu)
+                self.norm_conv = LayerNorm4d(layer.norm_conv, layer_norm_on_bpu)
+                self.norm_final = LayerNorm4d(layer.norm_final, layer_norm_on_bpu)
         else:
             assert isinstance(layer, TransformerEncoderLayer)
             self.feed_forward = feed_forward_4d(layer.feed_forward, 1.0)
-            self.norm_mha = LayerNorm4d(layer.norm1, ln_on_bpu)
-            self.norm_ff = LayerNorm4d(layer.norm2, ln_on_bpu)
+            self.norm_mha = LayerNorm4d(layer.norm1, layer_norm_on_bpu)
+            self.norm_ff = LayerNorm4d(layer.norm2, layer_norm_on_bpu)
             self.conv_module = None
 
     def forward(
@@ -91,7 +91,7 @@ class EncoderLayer4d(torch.nn.Module):
 class BpuEncoder(torch.nn.Module):
     """WeNet's forward_chunk at a fixed chunk and cache size, with X3 I/O (see the module docstring)."""
 
-    def __init__(self, model: ASRModel, chunk_size: int, left_chunks: int, ln_on_bpu: bool = False):
+    def __init__(self, model: ASRModel, chunk_size: int, left_chunks: int, layer_norm_on_bpu: bool = False):
         super().__init__()
         enc = model.encoder
         self.chunk_size, self.left_chunks = chunk_size, left_chunks
@@ -104,7 +104,7 @@ class BpuEncoder(torch.nn.Module):
         self.feature_dim = enc.input_size
         self.embed = Subsampling4d(enc.embed, enc.global_cmvn, enc.input_size)
         self.encoders = torch.nn.ModuleList(
-            EncoderLayer4d(layer, chunk_size, self.cache_frames, ln_on_bpu) for layer in enc.encoders
+            EncoderLayer4d(layer, chunk_size, self.cache_frames, layer_norm_on_bpu) for layer in enc.encoders
         )
         conv = getattr(enc.encoders[0], "conv_module", None)
         self.has_conv_module = conv is not None
@@ -113,7 +113,7 @@ class BpuEncoder(torch.nn.Module):
         # a conv module gets a one-frame placeholder cnn_cache carried to r_cnn_cache unchanged.
         self.conv_cache_frames = conv.lorder if conv is not None else 1
         self.normalize_before = enc.normalize_before
-        self.after_norm = LayerNorm4d(enc.after_norm, ln_on_bpu)
+        self.after_norm = LayerNorm4d(enc.after_norm, layer_norm_on_bpu)
 
     def input_shapes(self) -> dict:
         """name -> static shape, in the graph's input order (the board runtime's order)."""
@@ -189,9 +189,9 @@ def check_encoder_parity(model: ASRModel, encoder: BpuEncoder, chunks: int = 3) 
     return worst
 
 
-def rewrite(model: ASRModel, chunk_size: int, left_chunks: int, ln_on_bpu: bool = False) -> Tuple[BpuEncoder, BpuCtc]:
+def rewrite(model: ASRModel, chunk_size: int, left_chunks: int, layer_norm_on_bpu: bool = False) -> Tuple[BpuEncoder, BpuCtc]:
     """Contract check, then the 4-D encoder and CTC; each module and a 3-chunk stream checked."""
     check_contract(model, chunk_size, left_chunks)
-    encoder = BpuEncoder(model, chunk_size, left_chunks, ln_on_bpu).eval()
+    encoder = BpuEncoder(model, chunk_size, left_chunks, layer_norm_on_bpu).eval()
     check_encoder_parity(model, encoder)
     return encoder, BpuCtc(model).eval()

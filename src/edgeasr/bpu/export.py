@@ -81,7 +81,7 @@ def export_bpu(model: ASRModel, encoder: BpuEncoder, ctc: BpuCtc, out_dir: Path)
     (<graph>.placement.json); returns name -> path of the graphs."""
     geometry = model_geometry(model, encoder.chunk_size, encoder.left_chunks)
     meta = {**geometry, "opset": OPSET, "model_type": "wenet_x3_bpu", "cache_frames": encoder.cache_frames,
-            "layer_norm_on_bpu": int(any(getattr(m, "on_bpu", False) for m in encoder.modules()))}
+            "layer_norm_on_bpu": int(any(getattr(m, "layer_norm_on_bpu", False) for m in encoder.modules()))}
     hidden = {"hidden": torch.zeros(1, encoder.output_size, 1, encoder.chunk_size)}
     paths = {
         "encoder": export_static(encoder, zero_state(encoder), encoder.output_names(), out_dir / "encoder.onnx", meta),

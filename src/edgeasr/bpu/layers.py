@@ -110,18 +110,18 @@ class Pointwise(torch.nn.Module):
 class LayerNorm4d(torch.nn.Module):
     """LayerNorm over channels of (1, C, 1, T).
 
-    on_bpu=False (default): transposed to (1, 1, T, C) and normalized there; these nodes run on the
-    CPU. on_bpu=True: decomposed into BPU ops, means as 1x1 convs with weights 1/C (C -> C, so no
+    layer_norm_on_bpu=False (default): transposed to (1, 1, T, C) and normalized there; these nodes
+    run on the CPU. layer_norm_on_bpu=True: decomposed into BPU ops, means as 1x1 convs with weights 1/C (C -> C, so no
     broadcast is needed), x * x instead of Pow (a typical X3 CPU fallback)."""
 
-    def __init__(self, norm: torch.nn.LayerNorm, on_bpu: bool):
+    def __init__(self, norm: torch.nn.LayerNorm, layer_norm_on_bpu: bool):
         super().__init__()
         channels = norm.normalized_shape[0]
-        self.on_bpu = on_bpu
+        self.layer_norm_on_bpu = layer_norm_on_bpu
         self.eps = norm.eps
         self.norm = torch.nn.LayerNorm(channels, eps=norm.eps)
         self.norm.load_state_dict(norm.state_dict())
-        if on_bpu:
+        if layer_norm_on_bpu:
             self.mean = torch.nn.Conv2d(channels, channels, 1, bias=False)
             self.mean.weight = torch.nn.Parameter(torch.full((channels, channels, 1, 1), 1.0 / channels))
             self.var = torch.nn.Conv2d(channels, channels, 1, bias=False)
@@ -133,7 +133,7 @@ class LayerNorm4d(torch.nn.Module):
             check_parity("layer norm", norm(x), from_4d(self(to_4d(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.on_bpu:
+        if not self.layer_norm_on_bpu:
             return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         centered = x - self.mean(x)
         variance = self.var(centered * centered)
@@ -309,7 +309,7 @@ class ConvModule4d(torch.nn.Module):
     The depthwise Conv1d(K) becomes a (1, K) Conv2d (K <= 7 by contract); GLU exports as
     Split + Sigmoid + Mul; BatchNorm keeps its statistics (folded into the conv by the compiler)."""
 
-    def __init__(self, conv: ConvolutionModule, on_bpu_norm: bool):
+    def __init__(self, conv: ConvolutionModule, layer_norm_on_bpu: bool):
         super().__init__()
         self.lorder = conv.lorder
         channels = conv.depthwise_conv.in_channels
@@ -321,7 +321,7 @@ class ConvModule4d(torch.nn.Module):
         if dw.bias is not None:
             self.depthwise_conv.bias = torch.nn.Parameter(dw.bias.detach().clone())
         if conv.use_layer_norm:
-            self.norm = LayerNorm4d(conv.norm, on_bpu_norm)
+            self.norm = LayerNorm4d(conv.norm, layer_norm_on_bpu)
         else:
             self.norm = torch.nn.BatchNorm2d(channels, eps=conv.norm.eps)
             self.norm.load_state_dict(conv.norm.state_dict())
