@@ -5,8 +5,8 @@ plus dynamically quantized INT8 copies (*.int8.onnx). A CTC-only model gets a ne
 The encoder keeps a fixed-size attention cache of chunk * left_chunks frames and masks the slots not
 yet filled with att_mask (WeNet's "real cache, real mask" export); with left_chunks < 0 (unlimited)
 the cache grows (a dynamic axis) and the graph has no att_mask / required_cache_size inputs. Inputs a
-model does not read are absent, as in the file WeNet's exporter writes (cnn_cache without a causal
-conv module), and WeNet's runtime feeds inputs by name.
+model does not read are absent, as in the file WeNet's exporter writes (offset of a no_pos model,
+cnn_cache without a causal conv module), and WeNet's runtime feeds inputs by name.
 """
 
 from pathlib import Path
@@ -18,6 +18,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from ..artifact.metadata import model_geometry, write_metadata
 from ..artifact.onnx_io import export_graph
 from ..model.asr_model import ASRModel
+from ..model.embedding import NoPositionalEncoding
 from .graphs import CtcHead, NeutralRescoringDecoder, RescoringDecoder, StreamingEncoder, dense_moe, io_shapes
 
 
@@ -46,7 +47,7 @@ def export_cpu(model: ASRModel, out_dir: Path, chunk_size: int, left_chunks: int
     _, _, _, _, conv_cache_frames = io_shapes(model, chunk_size, left_chunks)
     unread = (["cnn_cache"] if conv_cache_frames == 0 else []) + (
         ["required_cache_size", "att_mask"] if left_chunks <= 0 else []
-    )
+    ) + (["offset"] if isinstance(model.encoder.embed.pos_enc, NoPositionalEncoding) else [])
     with dense_moe(model):
         export_graph(
             StreamingEncoder(model),

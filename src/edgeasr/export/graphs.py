@@ -34,23 +34,25 @@ class StreamingEncoder(torch.nn.Module):
     -> output (1, chunk, D), r_att_cache (L, h, C, 2*d_k), r_cnn_cache (L, 1, D, K-1)
 
     Inputs the model does not read are absent from the graph, exactly as in WeNet's export:
-    `cnn_cache` without a causal conv module; `required_cache_size` and `att_mask` with unlimited
-    left context (C grows by `chunk` per call then, and the mask is empty).
+    `offset` of a no_pos model, `cnn_cache` without a causal conv module, `required_cache_size` and
+    `att_mask` with unlimited left context (C grows by `chunk` per call then, and the mask is empty).
+    WeNet's runtime feeds inputs by name; sherpa-onnx feeds six by position, so its wrapper keeps
+    every input (keep_all_inputs).
     """
 
-    def __init__(self, model: ASRModel):
+    def __init__(self, model: ASRModel, keep_all_inputs: bool = False):
         super().__init__()
         self.encoder = model.encoder
+        self.keep_all_inputs = keep_all_inputs
 
     def forward(self, chunk, offset, required_cache_size, att_cache, cnn_cache, att_mask):
         out, r_att_cache, r_cnn_cache = self.encoder.forward_chunk(
             chunk, offset, required_cache_size, att_cache, cnn_cache, att_mask
         )
-        # A no_pos model ignores `offset`, and the exporter would drop the input; WeNet's and
-        # sherpa-onnx's runtimes feed it by name, so keep it with an exact no-op (+ 0 * offset).
-        # Without a causal conv module `cnn_cache` is unused and dropped, as in WeNet's export;
-        # r_cnn_cache stays the third output (WeNet's runtime reads outputs by position).
-        return out + 0.0 * offset.to(out.dtype), r_att_cache, r_cnn_cache
+        if self.keep_all_inputs:  # an exact no-op keeps `offset` in a no_pos graph
+            out = out + 0.0 * offset.to(out.dtype)
+        # r_cnn_cache stays the third output: WeNet's runtime reads outputs by position.
+        return out, r_att_cache, r_cnn_cache
 
 
 class CtcHead(torch.nn.Module):

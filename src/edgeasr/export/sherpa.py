@@ -28,7 +28,7 @@ class SherpaStreamingModel(torch.nn.Module):
 
     def __init__(self, model: ASRModel):
         super().__init__()
-        self.encoder = StreamingEncoder(model)
+        self.encoder = StreamingEncoder(model, keep_all_inputs=True)
         self.ctc = model.ctc
         conv = getattr(model.encoder.encoders[0], "conv_module", None)
         self.has_conv_cache = conv is not None and conv.lorder > 0
