@@ -93,3 +93,17 @@ def test_symbol_table(tmp_path):
     path.write_text("<blank> 0\nbad line here\n")
     with pytest.raises(EdgeAsrError, match=r"units.txt:2: expected '<token> <id>'"):
         read_symbol_table(path)
+
+
+def test_atomic_dir_leaves_nothing_behind_on_failure(tmp_path):
+    from edgeasr.cli import atomic_dir
+
+    out = tmp_path / "exp" / "bpu"
+    with atomic_dir(out) as partial:
+        (partial / "encoder.onnx").write_text("v1")
+    assert (out / "encoder.onnx").read_text() == "v1"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(out) as partial:
+            (partial / "encoder.onnx").write_text("half")
+            raise KeyboardInterrupt  # Ctrl-C in the middle of a stage
+    assert not out.exists() and not (tmp_path / "exp" / "bpu.partial").exists()

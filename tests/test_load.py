@@ -215,3 +215,14 @@ def test_units_with_a_repeated_token_names_the_lines(tmp_path):
     (tmp_path / "units.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(EdgeAsrError, match=r"units\.txt:4: token '.' repeats line 3"):
         load_model(tmp_path)
+
+
+def test_cmvn_of_another_dimension_names_the_file(tmp_path):
+    write_model_dir(tmp_path, "transformer_abspos_conv2d6")  # input_dim 20
+    state = torch.load(tmp_path / "final.pt", weights_only=True)
+    for k in ("encoder.global_cmvn.mean", "encoder.global_cmvn.istd"):
+        state.pop(k)
+    torch.save(state, tmp_path / "final.pt")
+    (tmp_path / "global_cmvn").write_text(json.dumps(cmvn_json(40)))
+    with pytest.raises(EdgeAsrError, match=r"global_cmvn: CMVN statistics have 40 dimensions, .*input_dim is 20"):
+        load_model(tmp_path)

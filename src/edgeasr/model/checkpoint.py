@@ -199,6 +199,9 @@ def load_model(model_dir: str | Path) -> LoadedModel:
     ckpt_path = model_dir / "final.pt"
     state = load_state_dict(ckpt_path)
     cmvn, cmvn_source = _resolve_cmvn(model_dir, configs, state)
+    if cmvn is not None and any(len(stat) != spec.input_dim for stat in cmvn):
+        raise EdgeAsrError(f"{cmvn_source}: CMVN statistics have {len(cmvn[0])} dimensions, "
+                           f"train.yaml's input_dim is {spec.input_dim}")
     model = build_model(spec, cmvn)
     state = accept_position_tables(model, state, ckpt_path)
     if cmvn is not None and not all(k in state for k in _CMVN_KEYS):
