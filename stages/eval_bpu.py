@@ -9,6 +9,7 @@ from edgeasr.evaluate.compare import decode_reference, evaluate_family
 from edgeasr.evaluate.runner import decode_contexts
 from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
+from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import load_stage_params
 from edgeasr.paths import BPU, BPU_METRICS
 
@@ -27,7 +28,7 @@ def main(argv: list) -> None:
     pytorch = TorchBackend(model)
     metrics = {}
     for name, data_list in p.data.test_sets.items():
-        prepared = prepare(Path(data_list), p.compare.max_utts, model.encoder.embed.right_context + 1).utterances
+        prepared = prepare(Path(data_list), p.compare.max_utts, min_input_frames(model.encoder.embed.right_context)).utterances
         reference = decode_reference(pytorch, prepared, contexts, id_to_token)
         metrics[name] = {
             family: evaluate_family(backend, prepared, contexts["streaming"], "streaming", id_to_token, reference,

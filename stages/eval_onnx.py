@@ -13,6 +13,7 @@ from edgeasr.evaluate.runner import decode_contexts
 from edgeasr.evaluate.sherpa import SherpaRecognizer
 from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
+from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import load_stage_params
 from edgeasr.paths import EXPORT_CPU, EXPORT_GPU, EXPORT_SHERPA, ONNX_METRICS
 
@@ -50,7 +51,7 @@ def main(argv: list) -> None:
     pytorch = TorchBackend(model, reverse_weight=p.compare.reverse_weight)
     metrics = {}
     for name, data_list in p.data.test_sets.items():
-        prepared = prepare(Path(data_list), p.compare.max_utts, model.encoder.embed.right_context + 1).utterances
+        prepared = prepare(Path(data_list), p.compare.max_utts, min_input_frames(model.encoder.embed.right_context)).utterances
         reference = decode_reference(pytorch, prepared, contexts, id_to_token)
         metrics[name] = {"pytorch": dict(reference.metrics)}  # what every cer_delta here is measured from
         for family, (backend, ctx) in families.items():

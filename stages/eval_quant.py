@@ -12,6 +12,7 @@ from edgeasr.evaluate.quant import stream_cosine
 from edgeasr.evaluate.runner import decode_contexts
 from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
+from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import load_stage_params
 from edgeasr.paths import BPU, COMPILE, QUANT_METRICS
 
@@ -33,7 +34,7 @@ def main(argv: list) -> None:
     pytorch = TorchBackend(model)
     metrics = {"mode": compiled["mode"], "worst_nodes": compiled["worst_nodes"]}
     for name, data_list in p.data.test_sets.items():
-        prepared = prepare(Path(data_list), p.compare.max_utts, model.encoder.embed.right_context + 1).utterances
+        prepared = prepare(Path(data_list), p.compare.max_utts, min_input_frames(model.encoder.embed.right_context)).utterances
         reference = decode_reference(pytorch, prepared, {"streaming": opts}, id_to_token)
         result = evaluate_family(quant, prepared, opts, "streaming", id_to_token, reference, "quantized")
         result.update(stream_cosine(float_graphs, quant, prepared, opts))

@@ -16,6 +16,7 @@ from edgeasr.export.parity import compare, require, rescoring_agreement
 from edgeasr.export.sherpa import export_sherpa
 from edgeasr.frontend.dataset import prepare
 from edgeasr.model import ASRModel, load_model
+from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import check_streaming, load_stage_params
 from edgeasr.paths import EXPORT, EXPORT_METRICS
 
@@ -48,7 +49,7 @@ def export_and_check(model: ASRModel, out: Path, p: DictConfig) -> dict:
 
     first_set = next(iter(p.data.test_sets.values()))
     utts = [u.feats for u in prepare(Path(first_set), p.export.parity_utts,
-                                   model.encoder.embed.right_context + 1).utterances]
+                                   min_input_frames(model.encoder.embed.right_context)).utterances]
     reference = TorchBackend(model, reverse_weight=search.reverse_weight)
     cpu_backend = OnnxCpuBackend(cpu["encoder"], cpu["ctc"], cpu["decoder"])
     gpu_backend = OnnxGpuBackend(gpu["offline_encoder"], gpu.get("streaming_encoder"), gpu.get("offline_decoder"))

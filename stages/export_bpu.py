@@ -12,6 +12,7 @@ from edgeasr.decode.bpu_backend import OnnxBpuBackend
 from edgeasr.export.parity import compare, require
 from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
+from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import load_stage_params
 from edgeasr.paths import BPU, BPU_EXPORT_METRICS, BPU_OPS_METRICS, BPU_OPS_TABLE
 
@@ -27,7 +28,7 @@ def main(argv: list) -> None:
     encoder, ctc = rewrite(model, chunk, left, p.bpu.layer_norm_on_bpu)  # contract + per-module parity
     first_set = next(iter(p.data.test_sets.values()))
     utts = [u.feats for u in prepare(Path(first_set), p.export.parity_utts,
-                                   model.encoder.embed.right_context + 1).utterances]
+                                   min_input_frames(model.encoder.embed.right_context)).utterances]
     with atomic_dir(OUT) as out:  # no exp/bpu unless the streamed parity below holds
         paths = export_bpu(model, encoder, ctc, out)
         parity = compare(TorchBackend(model), OnnxBpuBackend(paths["encoder"], paths["ctc"], "exact"), utts,

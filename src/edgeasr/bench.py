@@ -34,6 +34,7 @@ from .evaluate.sherpa import SherpaRecognizer
 from .frontend import read_audio
 from .frontend.dataset import prepare
 from .model import load_model
+from .model.subsampling import min_input_frames
 from .paths import BPU, COMPILE, EXPORT_CPU, EXPORT_SHERPA
 
 
@@ -94,7 +95,7 @@ def benchmark(workspace: Path, utts: int) -> Dict[str, object]:
     test_list = workspace / next(iter(params["data"]["test_sets"].values()))
     model_dir = workspace / params["model"]["dir"]
     model, _, _ = load_model(model_dir)
-    prepared = prepare(test_list, utts, model.encoder.embed.right_context + 1).utterances
+    prepared = prepare(test_list, utts, min_input_frames(model.encoder.embed.right_context)).utterances
     feats = [p.feats for p in prepared]
     audio = sum(p.seconds for p in prepared)
     cpu, bpu, compiled = workspace / EXPORT_CPU, workspace / BPU, workspace / COMPILE

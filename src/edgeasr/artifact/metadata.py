@@ -9,6 +9,7 @@ from typing import Dict, Mapping
 import onnx
 
 from ..model.asr_model import ASRModel
+from ..model.subsampling import decoding_window
 
 
 def model_geometry(model: ASRModel, chunk_size: int, left_chunks: int) -> Dict[str, object]:
@@ -18,7 +19,7 @@ def model_geometry(model: ASRModel, chunk_size: int, left_chunks: int) -> Dict[s
     conv = getattr(first, "conv_module", None)
     kernel = conv.depthwise_conv.kernel_size[0] if conv is not None else 1
     embed = enc.embed
-    window = (chunk_size - 1) * embed.subsampling_rate + embed.right_context + 1 if chunk_size > 0 else 67
+    window = decoding_window(chunk_size, embed.subsampling_rate, embed.right_context)
     decoder_type = {"BiTransformerDecoder": "bitransformer", "TransformerDecoder": "transformer"}.get(
         type(model.decoder).__name__, "none"
     )

@@ -15,6 +15,7 @@ import torch
 
 from ..model.asr_model import ASRModel
 from ..model.encoder_layer import ConformerEncoderLayer, TransformerEncoderLayer
+from ..model.subsampling import decoding_window
 from .contract import check_contract
 from .layers import (
     Attention4d,
@@ -100,7 +101,7 @@ class BpuEncoder(torch.nn.Module):
         self.d_k = enc.output_size() // self.heads
         self.output_size = enc.output_size()
         self.num_layers = len(enc.encoders)
-        self.window = (chunk_size - 1) * enc.embed.subsampling_rate + enc.embed.right_context + 1
+        self.window = decoding_window(chunk_size, enc.embed.subsampling_rate, enc.embed.right_context)
         self.feature_dim = enc.input_size
         self.embed = Subsampling4d(enc.embed, enc.global_cmvn, enc.input_size)
         self.encoders = torch.nn.ModuleList(

@@ -14,7 +14,7 @@ from ..errors import EdgeAsrError
 from ..model.attention import MultiHeadedAttention, RelPositionMultiHeadedAttention
 from ..model.convolution import ConvolutionModule
 from ..model.ffn import MoEFFNLayer, PositionwiseFeedForward
-from ..model.subsampling import Conv2dSubsampling
+from ..model.subsampling import Conv2dSubsampling, decoding_window
 from .contract import MAX_CHANNELS, MAX_KERNEL
 
 PARITY_TOL = 1e-5  # max |diff| / max(1, max |reference|): float32 summation order only
@@ -180,7 +180,7 @@ class Subsampling4d(torch.nn.Module):
                 conv.bias = torch.nn.Parameter(linear.bias.detach().clone())
             self.linear.append(conv)
             start += k
-        window = embed.right_context + 1 + 3 * embed.subsampling_rate
+        window = decoding_window(4, embed.subsampling_rate, embed.right_context)  # four output frames
         x = _random(1, window, feature_dim) * 3 + 4
         with torch.no_grad():
             normalized = cmvn(x) if cmvn is not None else x

@@ -8,14 +8,15 @@ from typing import Iterator, Tuple
 
 import numpy as np
 
+from ..model.subsampling import chunk_stride, decoding_window, min_input_frames
 from .backend import Backend, Geometry
 
 
 def chunk_windows(num_frames: int, geometry: Geometry, chunk_size: int) -> Iterator[Tuple[int, int]]:
     """(start, end) feature-frame ranges, one per encoder chunk."""
-    context = geometry.right_context + 1
-    stride = geometry.subsampling_rate * chunk_size
-    window = (chunk_size - 1) * geometry.subsampling_rate + context
+    context = min_input_frames(geometry.right_context)
+    stride = chunk_stride(chunk_size, geometry.subsampling_rate)
+    window = decoding_window(chunk_size, geometry.subsampling_rate, geometry.right_context)
     for start in range(0, num_frames - context + 1, stride):
         yield start, min(start + window, num_frames)
 

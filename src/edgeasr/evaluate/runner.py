@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from ..decode import Backend, DecodeOptions, chunk_windows, recognize
 from ..frontend.dataset import PreparedUtterance, prepare
+from ..model.subsampling import min_input_frames
 from ..params import check_streaming
 from .cer import score
 
@@ -95,7 +96,7 @@ def evaluate_sets(
     id_to_token = {i: t for t, i in symbols.items()}
     hyps_dir.mkdir(parents=True, exist_ok=True)
     metrics: Dict[str, object] = {}
-    min_frames = backend.geometry.right_context + 1
+    min_frames = min_input_frames(backend.geometry.right_context)
     for name, data_list in test_sets.items():
         prepared = prepare(Path(data_list), max_utts, min_frames, symbols)
         metrics[name], hyps, _ = evaluate_set(backend, prepared.utterances, contexts, id_to_token)

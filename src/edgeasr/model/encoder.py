@@ -19,7 +19,8 @@ from .embedding import POS_ENC_CLASSES
 from .encoder_layer import ConformerEncoderLayer, TransformerEncoderLayer
 from .ffn import MoEFFNLayer, PositionwiseFeedForward
 from .mask import add_optional_chunk_mask, make_pad_mask
-from .subsampling import SUBSAMPLING_CLASSES
+from .subsampling import SUBSAMPLING_CLASSES, chunk_stride, min_input_frames
+from .subsampling import decoding_window as window_frames
 
 ACTIVATIONS = {
     "relu": torch.nn.ReLU,
@@ -194,9 +195,9 @@ class BaseEncoder(torch.nn.Module):
         assert decoding_chunk_size > 0, "decoding_chunk_size must be > 0"
         assert self.static_chunk_size > 0 or self.use_dynamic_chunk, "model was not trained for streaming"
         subsampling = self.embed.subsampling_rate
-        context = self.embed.right_context + 1
-        stride = subsampling * decoding_chunk_size
-        decoding_window = (decoding_chunk_size - 1) * subsampling + context
+        context = min_input_frames(self.embed.right_context)
+        stride = chunk_stride(decoding_chunk_size, subsampling)
+        decoding_window = window_frames(decoding_chunk_size, subsampling, self.embed.right_context)
         num_frames = xs.size(1)
         att_cache = torch.zeros((0, 0, 0, 0), device=xs.device)
         cnn_cache = torch.zeros((0, 0, 0, 0), device=xs.device)

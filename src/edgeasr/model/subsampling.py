@@ -12,6 +12,24 @@ import torch
 from .embedding import Offset
 
 
+def min_input_frames(right_context: int) -> int:
+    """Feature frames one output frame needs (15 at conv2d8: 0.16 s)."""
+    return right_context + 1
+
+
+def decoding_window(chunk_size: int, subsampling_rate: int, right_context: int) -> int:
+    """Feature frames of one streaming chunk: (chunk - 1) * subsampling + right_context + 1, WeNet's
+    decoding_window, the one formula every backend, export, the X3 graph and calibration use."""
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+    return (chunk_size - 1) * subsampling_rate + min_input_frames(right_context)
+
+
+def chunk_stride(chunk_size: int, subsampling_rate: int) -> int:
+    """Feature frames between the starts of two chunks."""
+    return subsampling_rate * chunk_size
+
+
 class Conv2dSubsampling(torch.nn.Module):
     """Stacked stride-s 3x3/5x5 Conv2d + ReLU, then a Linear over (channels x freq)."""
 
