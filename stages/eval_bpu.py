@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import torch
+
 from edgeasr.cli import run_stage, write_json
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
@@ -18,6 +20,7 @@ CTC_MODES = ("ctc_greedy", "ctc_prefix_beam")  # the board runtime has no attent
 
 def main(argv: list) -> None:
     p = load_stage_params("eval_bpu", argv)
+    torch.set_num_threads(p.compare.threads)  # the PyTorch reference decodes here too; RTF at this count
     model, _, symbols = load_model(p.model.dir)
     id_to_token = {i: t for t, i in symbols.items()}
     contexts = decode_contexts(p.compare, p.streaming, CTC_MODES, full_context=False)

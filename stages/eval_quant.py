@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import torch
+
 from edgeasr.bpu.compile import quantized_path, read_manifest
 from edgeasr.cli import run_stage, write_json
 from edgeasr.decode import TorchBackend
@@ -21,6 +23,7 @@ CTC_MODES = ("ctc_greedy", "ctc_prefix_beam")
 
 def main(argv: list) -> None:
     p = load_stage_params("eval_quant", argv)
+    torch.set_num_threads(p.compare.threads)  # the PyTorch reference decodes here too; RTF at this count
     compiled = read_manifest(COMPILE)
     if compiled["mode"] != "emulated":
         raise EdgeAsrError(f"{COMPILE}: compiled by hb_mapper, whose quantized models run only in Horizon's own "
