@@ -1,12 +1,15 @@
 """The demo trainer's pieces: chunk sampling, losses under bf16 autocast, per-batch chunk masks."""
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import VOCAB, make_model
-from edgeasr.demo.trainer import TrainConfig, training_chunk
+
+from edgeasr.demo.trainer import TrainConfig, train_step, training_chunk
 
 ARCH = "conformer_nopos_conv2d8_relu_causal_bn"
 
@@ -33,24 +36,46 @@ def batch(seed: int = 0):
     return xs, xlens, ys, torch.tensor([5, 4, 3])
 
 
+BF16_CHECK = """
+import torch
+from conftest import make_model
+from test_trainer import ARCH, batch
+torch.set_num_threads(1)
+model = make_model(ARCH, feat_dim=20)
+model.train()
+torch.manual_seed(0)
+exact = model(*batch(), chunk_size=-1)
+torch.manual_seed(0)
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    mixed = model(*batch(), chunk_size=-1)
+for name in ("loss_ctc", "loss_att", "loss"):
+    assert mixed[name].dtype == torch.float32 and torch.isfinite(mixed[name]), (name, mixed[name])
+    assert abs(mixed[name].item() - exact[name].item()) < 0.05 * abs(exact[name].item()), name
+"""
+
+
 def test_losses_stay_float32_under_bf16_autocast():
     """Autocast runs matmuls in bf16; CTC and label-smoothing losses are taken in float32 and stay
-    within bf16 rounding of the float32 ones."""
+    within bf16 rounding of the float32 ones. In a fresh one-thread process: oneDNN's bf16 kernels
+    occasionally return NaN in a process whose memory was used before (see trainer.train_step)."""
+    proc = subprocess.run([sys.executable, "-c", BF16_CHECK], cwd=Path(__file__).parent, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_non_finite_step_is_skipped_without_touching_the_weights():
     model = make_model(ARCH, feat_dim=20)
     model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bf16 at 2 threads: NaN in about 1 of 4 processes (see trainer.bf16_usable)
-    try:
-        torch.manual_seed(0)  # the same dropout masks in both passes, whatever ran before this test
-        exact = model(*batch(), chunk_size=-1)
-        torch.manual_seed(0)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            mixed = model(*batch(), chunk_size=-1)
-    finally:
-        torch.set_num_threads(threads)
-    for name in ("loss_ctc", "loss_att", "loss"):
-        assert mixed[name].dtype == torch.float32 and torch.isfinite(mixed[name])
-        assert abs(mixed[name].item() - exact[name].item()) < 0.05 * abs(exact[name].item())
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    xs, xlens, ys, ylens = batch()
+    xs[0, 5, 3] = float("nan")  # what a bad bf16 kernel call produces
+    assert train_step(model, optimizer, (xs, xlens, ys, ylens), -1, False, 5.0) is None
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if "num_batches" not in k
+               and "running" not in k)
+    loss = train_step(model, optimizer, batch(), -1, False, 5.0)
+    assert loss is not None and loss > 0
+    assert not torch.equal(before["ctc.ctc_lo.weight"], model.state_dict()["ctc.ctc_lo.weight"])
 
 
 def test_chunk_size_sets_the_attention_mask():

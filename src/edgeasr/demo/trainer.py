@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -109,6 +109,27 @@ def collate(
     )
 
 
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Tuple[torch.Tensor, ...],
+               chunk_size: int, bf16: bool, grad_clip: float) -> Optional[float]:
+    """One update; None (and no update) when the loss or the gradient norm is not finite.
+
+    NOTE: oneDNN's bf16 kernels (torch 2.13, this CPU) now and then return NaN for a batch, more
+    often at two threads and in a process whose memory was used before; one NaN step would poison
+    every weight through Adam. WeNet's trainer skips non-finite gradient norms the same way."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(*batch, chunk_size)["loss"]
+    if not torch.isfinite(loss):
+        return None
+    optimizer.zero_grad()
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if not torch.isfinite(grad_norm):
+        optimizer.zero_grad()
+        return None
+    optimizer.step()
+    return loss.item()
+
+
 def extract_features(data_list: Path) -> Tuple[List[np.ndarray], List[str]]:
     utts = read_data_list(data_list)
     feats = [compute_fbank(read_audio(u.wav)) for u in tqdm(utts, desc="fbank", unit="utt")]
@@ -151,7 +172,7 @@ def train(
         layer.dense = True
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr)
     lengths = [feats[i].shape[0] for i in keep]
-    step, epoch, start = 0, 0, time.monotonic()
+    step, epoch, skipped, start = 0, 0, 0, time.monotonic()
     losses: List[float] = []
     model.train()
     use_bf16 = cfg.bf16 and bf16_usable(cfg.threads)
@@ -164,13 +185,12 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg, step, elapsed / cfg.time_budget_s)
             xs, xlens, ys, ylens = collate(feats, labels, [keep[i] for i in batch], cfg.spec_aug, rng)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                loss = model(xs, xlens, ys, ylens, training_chunk(cfg, rng))["loss"]
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            losses.append(loss.item())
+            loss = train_step(model, optimizer, (xs, xlens, ys, ylens), training_chunk(cfg, rng), use_bf16,
+                              cfg.grad_clip)
+            if loss is None:
+                skipped += 1
+                continue
+            losses.append(loss)
             step += 1
             bar.n = min(int(time.monotonic() - start), bar.total)
             bar.set_postfix(epoch=epoch, step=step, loss=f"{np.mean(losses[-50:]):.2f}")
@@ -183,6 +203,7 @@ def train(
     return {
         "train_seconds": round(time.monotonic() - start, 1),
         "steps": step,
+        "skipped_steps": skipped,  # non-finite loss or gradient (see train_step)
         "epochs": epoch,
         "final_loss": round(float(np.mean(losses[-50:])), 4) if losses else None,
         "utterances": len(keep),
