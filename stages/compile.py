@@ -1,7 +1,6 @@
 """compile: hb_mapper makertbin when installed, else the onnxruntime INT8 emulation; per-node cosine."""
 
 import csv
-from pathlib import Path
 
 from edgeasr.bpu.compile import CalibrationSettings, compile_all, worst_nodes, write_manifest
 from edgeasr.cli import atomic_dir, run_stage, write_json
@@ -24,8 +23,6 @@ def main(argv: list) -> None:
         writer = csv.DictWriter(f, fieldnames=NODE_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    for name in ("encoder", "ctc"):  # paths as they are after the rename into place
-        report[name]["files"] = {k: str(OUT / Path(v).relative_to(out)) for k, v in report[name]["files"].items()}
     write_json(COMPILE_METRICS, {**report, "worst_nodes": worst})
 
 

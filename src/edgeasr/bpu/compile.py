@@ -75,7 +75,7 @@ def compile_emulated(name: str, config: dict, method: CalibrationSettings, cal_d
 
 def compile_all(config_dir: Path, cal_dir: Path, out_dir: Path, method: CalibrationSettings,
                 cosine_samples: int) -> Dict[str, object]:
-    """ctc then encoder; returns {mode, <model>: report}."""
+    """ctc then encoder; returns {mode, <model>: report}, files relative to out_dir."""
     executable = find_hb_mapper()
     mode = "compiled" if executable else "emulated"
     log.info("compile: %s", "hb_mapper at " + executable if executable else "hb_mapper not on PATH: emulating")
@@ -87,14 +87,16 @@ def compile_all(config_dir: Path, cal_dir: Path, out_dir: Path, method: Calibrat
             report[name] = compile_real(executable, name, config, out_dir)
         else:
             report[name] = compile_emulated(name, config, method, cal_dir, out_dir, cosine_samples)
+        # Relative to out_dir: the stage writes into a partial folder and renames it afterwards.
+        report[name]["files"] = {k: str(Path(v).relative_to(out_dir)) for k, v in report[name]["files"].items()}
     return report
 
 
 def write_manifest(out_dir: Path, report: Dict[str, object], worst: Sequence[dict]) -> None:
     """out_dir/manifest.json, what later stages read: the mode (`compiled` by hb_mapper or
     `emulated`), each model's files (relative to out_dir) and the worst nodes by cosine."""
-    files = {name: {k: str(Path(v).relative_to(out_dir)) for k, v in report[name]["files"].items()} for name in MODELS}
-    manifest = {"mode": report["mode"], "files": files, "worst_nodes": list(worst)}
+    manifest = {"mode": report["mode"], "files": {name: report[name]["files"] for name in MODELS},
+                "worst_nodes": list(worst)}
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
