@@ -16,7 +16,8 @@ ARCH = "conformer_nopos_conv2d8_relu_causal_bn"
 
 def config(full_context_prob: float) -> TrainConfig:
     return TrainConfig(seed=0, time_budget_s=1, max_epochs=1, batch_frames=1000, peak_lr=1e-3, warmup_steps=1,
-                       grad_clip=5.0, threads=1, spec_aug=False, bf16=True, full_context_prob=full_context_prob)
+                       grad_clip=5.0, threads=1, spec_aug=False, bf16=True, full_context_prob=full_context_prob,
+                       decoder_only_share=0.0)
 
 
 @pytest.mark.parametrize("prob", [0.0, 0.2, 0.5])
