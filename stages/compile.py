@@ -1,21 +1,50 @@
-"""compile: hb_mapper makertbin when installed, else the onnxruntime INT8 emulation; per-node cosine."""
+"""compile: hb_mapper makertbin when installed, else the onnxruntime INT8 emulation; per-node cosine;
+the INT8 sensitivity by layer on the dev utterances and, with `bpu.max_cer_delta`, the smallest set
+of layers kept in float (added to run_on_cpu) that meets it."""
 
 import csv
+import tempfile
+from pathlib import Path
 
-from edgeasr.bpu.compile import CalibrationSettings, compile_all, worst_nodes, write_manifest
+import onnx
+
+from edgeasr.bpu.compile import (MODELS, CalibrationSettings, calibrate_graph, compile_all, read_configs,
+                                 worst_nodes, write_manifest)
+from edgeasr.bpu.hb_config import with_run_on_cpu
+from edgeasr.bpu.hb_mapper import find_hb_mapper
+from edgeasr.bpu.placement import node_macs
 from edgeasr.cli import atomic_dir, run_stage, write_json
+from edgeasr.evaluate.sensitivity import dev_scorer, int8_study, study_settings
 from edgeasr.params import load_stage_params
-from edgeasr.paths import BPU_CONFIG, CALIBRATION, COMPILE, COMPILE_METRICS, QUANT_NODES_TABLE
+from edgeasr.paths import (BPU, BPU_CONFIG, CALIBRATION, COMPILE, COMPILE_METRICS, INT8_SENSITIVITY_TABLE,
+                           QUANT_NODES_TABLE)
 
 CONFIGS, OUT = BPU_CONFIG, COMPILE
 NODE_COLUMNS = ["graph", "node", "op", "device", "int8", "cosine"]
+SENSITIVITY_COLUMNS = ["group", "graph", "int8_nodes", "macs_per_chunk", "cer", "cer_delta", "cosine_encoder_out",
+                       "cosine_log_probs"]
 
 
 def main(argv: list) -> None:
     p = load_stage_params("compile", argv)
+    settings = study_settings(p.data.dev_list, p.bpu.sensitivity_utts, p.bpu.max_cer_delta)
     method = CalibrationSettings(p.bpu.calibration_type, float(p.bpu.max_percentile), bool(p.bpu.per_channel))
-    with atomic_dir(OUT) as out:  # no exp/compile (and no manifest) unless both models compiled
-        report = compile_all(CONFIGS, CALIBRATION, out, method, p.bpu.cosine_samples)
+    configs = read_configs(CONFIGS, method)
+    executable = find_hb_mapper()
+    study = None
+    with atomic_dir(OUT) as out, tempfile.TemporaryDirectory(prefix="edgeasr-compile-") as tmp:
+        # Ranges for the emulation, and for the study even when hb_mapper compiles (its own quantized
+        # models cannot be evaluated here).
+        graphs = ({name: calibrate_graph(name, configs[name], method, CALIBRATION, Path(tmp)) for name in MODELS}
+                  if settings or not executable else {})
+        if settings:
+            scorer = dev_scorer(Path(p.model.dir), settings[0], settings[1], BPU / "encoder.onnx",
+                                BPU / "ctc.onnx", p.compare.threads)
+            macs = {n: m for name in MODELS for n, m in node_macs(onnx.load(str(BPU / f"{name}.onnx"))).items()}
+            study = int8_study({n: g[0] for n, g in graphs.items()}, scorer, macs, p.bpu.max_cer_delta, Path(tmp))
+            if "search" in study:
+                configs = {n: with_run_on_cpu(c, study["search"]["float_nodes"][n]) for n, c in configs.items()}
+        report = compile_all(configs, graphs, executable, out, p.bpu.cosine_samples)
         rows = [row for name in ("encoder", "ctc") for row in report[name].pop("nodes")]
         worst = worst_nodes(rows)
         write_manifest(out, report, worst)
@@ -23,7 +52,20 @@ def main(argv: list) -> None:
         writer = csv.DictWriter(f, fieldnames=NODE_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    write_json(COMPILE_METRICS, {**report, "worst_nodes": worst})
+    with open(INT8_SENSITIVITY_TABLE, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=SENSITIVITY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(study["table"] if study else [])
+    metrics = {**report, "worst_nodes": worst}
+    if study:
+        metrics["sensitivity"] = {k: v for k, v in study.items() if k not in ("table", "search")}
+        if "search" in study:
+            metrics["float_set_search"] = {k: v for k, v in study["search"].items() if k != "float_nodes"}
+            if executable:
+                metrics["float_set_search"]["evaluated_on"] = (
+                    "the emulated INT8 graphs: hb_mapper's quantized models run only in Horizon's HB_ONNXRuntime "
+                    "or on the board; the chosen run_on_cpu went into hb_mapper's configs")
+    write_json(COMPILE_METRICS, metrics)
 
 
 if __name__ == "__main__":

@@ -74,8 +74,22 @@ ARCHITECTURES: Dict[str, Dict[str, Any]] = {
 }
 
 
+# Variants of ARCHITECTURES that one test module builds (registered by name, e.g. by test_bpu.py's
+# bpu_arch); kept apart so that the `arch` fixture and loops over ARCHITECTURES never see them.
+VARIANTS: Dict[str, Dict[str, Any]] = {}
+
+
+def variant(base: str, **encoder_conf: Any) -> str:
+    """Register ARCHITECTURES[base] with encoder_conf overrides; returns its name."""
+    name = f"{base}:" + ",".join(f"{k}={v}" for k, v in sorted(encoder_conf.items()))
+    conf = copy.deepcopy(ARCHITECTURES[base])
+    conf["encoder_conf"].update(encoder_conf)
+    VARIANTS[name] = conf
+    return name
+
+
 def train_yaml(arch: str, feat_dim: int = 20) -> Dict[str, Any]:
-    conf = copy.deepcopy(ARCHITECTURES[arch])
+    conf = copy.deepcopy(ARCHITECTURES[arch] if arch in ARCHITECTURES else VARIANTS[arch])
     conf.update(
         input_dim=feat_dim,
         output_dim=VOCAB,

@@ -1,14 +1,11 @@
 """The X3 rewrite: contract, per-module and streamed parity, static export, op placement, board protocol."""
 
-import copy
-
 import numpy as np
 import onnx
 import pytest
 import torch
 
-import conftest
-from conftest import make_model
+from conftest import make_model, variant
 from edgeasr.bpu import check_contract, contract_violations, export_bpu, placement_report, rewrite, summarize
 from edgeasr.bpu.encoder import check_encoder_parity
 from edgeasr.bpu.layers import Pointwise, from_4d, to_4d
@@ -23,12 +20,8 @@ CHUNK, LEFT = 4, 2
 
 
 def bpu_arch(base: str, **encoder_conf) -> str:
-    """Register a variant of a conftest architecture (no_pos unless given) and return its name."""
-    name = f"bpu:{base}:" + ",".join(f"{k}={v}" for k, v in sorted(encoder_conf.items()))
-    conf = copy.deepcopy(conftest.ARCHITECTURES[base])
-    conf["encoder_conf"].update({"pos_enc_layer_type": "no_pos", **encoder_conf})
-    conftest.ARCHITECTURES[name] = conf
-    return name
+    """A variant of a conftest architecture, no_pos unless given (conftest.variant)."""
+    return variant(base, **{"pos_enc_layer_type": "no_pos", **encoder_conf})
 
 
 # Inside the contract, and more than WeNet's exporter takes (which is only the first one).

@@ -14,16 +14,17 @@ import soundfile
 from conftest import make_model
 from edgeasr.bpu import export_bpu, placement_report, rewrite
 from edgeasr.bpu.calibration import build_calibration, select_utterances
-from edgeasr.bpu.compile import CalibrationSettings, compile_all, worst_nodes
+from edgeasr.bpu.compile import MODELS, CalibrationSettings, calibrate_graph, compile_all, read_configs, worst_nodes
+from edgeasr.bpu.hb_mapper import find_hb_mapper
 from edgeasr.bpu.hb_config import build_config, read_config, validate, with_calibration_method, write_config
 from edgeasr.bpu.hb_mapper import parse_cosine_table
 from edgeasr.bpu.placement import resolve_run_on_cpu
 from edgeasr.bpu.quantize import tensor_ranges
 from edgeasr.errors import EdgeAsrError
 from edgeasr.artifact.metadata import read_metadata
-from test_bpu import BPU_ARCHS
 
 CHUNK, LEFT = 4, 2
+X3_ARCH = "conformer_nopos_conv2d8_relu_causal_bn"  # WeNet's X3 recipe: inside the contract as it is
 FEAT_DIM = 80  # the front end computes 80 bins
 
 
@@ -31,7 +32,7 @@ FEAT_DIM = 80  # the front end computes 80 bins
 def setup(tmp_path_factory):
     """A tiny X3 model (80-dim features), six noise 'utterances' in a data.list, calibration data."""
     root = tmp_path_factory.mktemp("compile")
-    model = make_model(BPU_ARCHS["wenet_x3"], feat_dim=FEAT_DIM)
+    model = make_model(X3_ARCH, feat_dim=FEAT_DIM)
     encoder, ctc = rewrite(model, CHUNK, LEFT)
     paths = export_bpu(model, encoder, ctc, root / "bpu")
     rng = np.random.default_rng(0)
@@ -43,6 +44,14 @@ def setup(tmp_path_factory):
     (root / "cali.list").write_text("\n".join(lines) + "\n")
     manifest = build_calibration(paths["encoder"], paths["ctc"], root / "cali.list", 4, 0, root / "cal")
     return root, paths, manifest
+
+
+def run_compile(config_dir, cal_dir, out, method):
+    """What the compile stage does without a sensitivity study: calibrate when emulating, compile."""
+    configs = read_configs(config_dir, method)
+    executable = find_hb_mapper()
+    graphs = {} if executable else {n: calibrate_graph(n, configs[n], method, cal_dir, out.parent) for n in MODELS}
+    return compile_all(configs, graphs, executable, out, 3)
 
 
 def test_sample_selection_is_seeded_and_checked():
@@ -138,7 +147,7 @@ def test_kl_really_uses_its_histogram(setup):
 def test_emulated_compile_reports_nodes_and_keeps_run_on_cpu_float(setup, tmp_path):
     root, paths, _ = setup
     configs(setup, tmp_path, [{"op": "Conv", "scope": r"^/embed/conv/conv\.0/"}])
-    report = compile_all(tmp_path, root / "cal", tmp_path / "out", CalibrationSettings("default", 1.0, False), 3)
+    report = run_compile(tmp_path, root / "cal", tmp_path / "out", CalibrationSettings("default", 1.0, False))
     assert report["mode"] == "emulated"
     enc = report["encoder"]
     assert "/embed/conv/conv.0/Conv" in enc["run_on_cpu"]
@@ -187,7 +196,7 @@ def test_real_branch_runs_hb_mapper_and_parses_its_table(setup, tmp_path, monkey
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     configs(setup, tmp_path)
-    report = compile_all(tmp_path, root / "cal", tmp_path / "out", CalibrationSettings("kl", 1.0, False), 3)
+    report = run_compile(tmp_path, root / "cal", tmp_path / "out", CalibrationSettings("kl", 1.0, False))
     assert report["mode"] == "compiled"
     for name in ("encoder", "ctc"):
         folder = tmp_path / "out" / name

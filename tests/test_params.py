@@ -77,8 +77,14 @@ def test_overrides_by_hand(project):
 
 def test_unset_mandatory_value_is_named(project):
     compose(project / "params.yaml", ["model=wenet"], ROOT / "conf")
-    with pytest.raises(EdgeAsrError, match=r"model\.dir is not set"):
+    with pytest.raises(EdgeAsrError, match=r"model\.dir not set \(pass -S model\.dir="):
         load_stage_params("eval_torch", [], project)
+    # ...by the first stage already, which does not read it (DVC would fail only after synth ran)
+    with pytest.raises(EdgeAsrError, match=r"model\.dir not set"):
+        load_stage_params("synth", [], project)
+    compose(project / "params.yaml", ["data=lists"], ROOT / "conf")
+    with pytest.raises(EdgeAsrError, match=r"data\.root, data\.test_sets, data\.cali_list not set"):
+        load_stage_params("synth", [], project)
 
 
 @pytest.mark.parametrize("stage,override,message", [

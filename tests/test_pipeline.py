@@ -1,6 +1,7 @@
 """Tier 2: the real dvc.yaml, conf/ and stages/ in a temporary git + DVC repository with the tiny
 preset; each param change must rerun exactly the stages that read it."""
 
+import csv
 import json
 import os
 import re
@@ -80,6 +81,12 @@ def test_first_run_writes_metrics(repo):
     assert quant["mode"] == "emulated" and len(quant["worst_nodes"]) == 10
     assert set(quant["test"]) >= {"ctc_greedy", "ctc_prefix_beam", "cosine_encoder_out", "rtf"}
     assert (repo / "exp" / "bpu_config" / "config_encoder.yaml").is_file()
+    compiled = json.loads((repo / "metrics" / "compile.json").read_text())
+    assert compiled["sensitivity"]["dev_utterances"] == 4  # the tiny corpus's dev split
+    with open(repo / "metrics" / "int8_sensitivity.csv", newline="") as f:
+        groups = [row["group"] for row in csv.DictReader(f)]
+    assert {"embed", "ctc", "encoders.0.feed_forward"} <= set(groups)
+    assert compiled["sensitivity"]["evaluations"] == len(groups)
 
 
 def test_second_repro_runs_nothing(repo):
@@ -100,6 +107,9 @@ def test_second_repro_runs_nothing(repo):
         ("bpu.layer_norm_on_bpu=true", BPU | {"summary"}),
         ("calibrate.max_samples=2", {"calibrate", "compile", "eval_quant", "summary"}),
         ("bpu.calibration_type=kl", {"compile", "eval_quant", "summary"}),
+        # A budget reruns compile; what follows only when the chosen float set changes the graphs
+        # (a budget of 100 points is met by all INT8, so the quantized models are the same files).
+        ("bpu.max_cer_delta=100", {"compile"}),
         ("bpu.float_islands=false", {"bpu_config", "compile", "eval_quant", "summary"}),
         ("bpu.run_on_cpu=[{op:Conv,scope:'^/embed/conv/conv\\.0/'}]",
          {"bpu_config", "compile", "eval_quant", "summary"}),

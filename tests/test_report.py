@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from edgeasr.evaluate.summary import summary_rows
-from edgeasr.report.sweep import experiment_points, render, worst_nodes
+from edgeasr.report.sweep import experiment_points, render, sensitivity_rows, worst_nodes
 
 
 def family(cer: float, delta: float = 0.0) -> dict:
@@ -58,8 +58,24 @@ def test_worst_nodes_come_from_the_workspace_file(quant_json, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory, quant_json):
-    html = render(experiment_points(exp_show(), "test"), worst_nodes(quant_json), "test")
+def sensitivity_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("metrics") / "int8_sensitivity.csv"
+    path.write_text("group,graph,int8_nodes,macs_per_chunk,cer,cer_delta,cosine_encoder_out,cosine_log_probs\n"
+                    "encoders.1.feed_forward,encoder,3,3072,30.5,28.25,0.85,0.89\n"
+                    "ctc,ctc,1,87552,2.3,0.05,1.0,0.9999\n")
+    return path
+
+
+def test_sensitivity_rows_come_from_the_workspace_table(sensitivity_csv, tmp_path):
+    rows = sensitivity_rows(sensitivity_csv)
+    assert [(r["group"], r["cer_delta"]) for r in rows] == [("encoders.1.feed_forward", 28.25), ("ctc", 0.05)]
+    assert sensitivity_rows(tmp_path / "missing.csv") == []
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, quant_json, sensitivity_csv):
+    html = render(experiment_points(exp_show(), "test"), worst_nodes(quant_json), "test",
+                  sensitivity_rows(sensitivity_csv))
     path = tmp_path_factory.mktemp("report") / "sweep.html"
     path.write_text(html, encoding="utf-8")
     return path
@@ -67,9 +83,9 @@ def page(tmp_path_factory, quant_json):
 
 def test_report_is_self_contained(page):
     text = page.read_text()
-    assert text.count("<svg") == 4 and "<script" not in text and "http" not in text.replace(
+    assert text.count("<svg") == 5 and "<script" not in text and "http" not in text.replace(
         "http://www.w3.org", "")
-    assert "exp-3" in text and "quantized" in text
+    assert "exp-3" in text and "quantized" in text and "encoders.1.feed_forward" in text
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
@@ -82,7 +98,7 @@ def test_report_renders_in_headless_chromium(page, tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.count("<svg") == 4 and "chunk size (encoder frames)" in proc.stdout
+    assert proc.stdout.count("<svg") == 5 and "chunk size (encoder frames)" in proc.stdout
 
 
 def test_summary_rows_put_artifacts_side_by_side():

@@ -26,7 +26,7 @@ import onnxruntime as ort
 import torch
 import yaml
 
-from .bpu.placement import tensor_shapes
+from .bpu.placement import node_macs
 from .decode import Backend, TorchBackend, ctc_greedy_search, stream_encode
 from .decode.bpu_backend import OnnxBpuBackend
 from .decode.onnx_backend import OnnxCpuBackend
@@ -61,17 +61,7 @@ def gemm_flops_per_second(n: int = 512, repeats: int = 20) -> float:
 
 def graph_flops(path: Path) -> float:
     """FLOPs of one run of a static-shape graph: 2 x MACs of its Conv and MatMul nodes."""
-    model = onnx.load(str(path))
-    shapes = tensor_shapes(model)
-    macs = 0
-    for node in model.graph.node:
-        if node.op_type == "Conv":
-            out, weight = shapes[node.output[0]], shapes[node.input[1]]
-            macs += int(np.prod(out)) * int(np.prod(weight[1:]))
-        elif node.op_type == "MatMul":
-            a, out = shapes[node.input[0]], shapes[node.output[0]]
-            macs += int(np.prod(out)) * a[-1]
-    return 2.0 * macs
+    return 2.0 * sum(node_macs(onnx.load(str(path))).values())
 
 
 def time_backend(backend: Backend, feats: List[np.ndarray], chunk: int, left: int) -> tuple:

@@ -58,6 +58,17 @@ def select_params(params: DictConfig, keys: Sequence[str], source: str) -> DictC
     return picked
 
 
+def missing_keys(cfg: DictConfig, prefix: str = "") -> List[str]:
+    """Every key left at ??? (a mandatory value of a config group, e.g. model=wenet's model.dir)."""
+    out = []
+    for key in cfg.keys():
+        if OmegaConf.is_missing(cfg, key):
+            out.append(f"{prefix}{key}")
+        elif isinstance(cfg[key], DictConfig):
+            out.extend(missing_keys(cfg[key], f"{prefix}{key}."))
+    return out
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -102,6 +113,8 @@ RULES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
                              "one of default, mix, kl, max, load, skip (hb_mapper's)"),
     "bpu.max_percentile": ((lambda v: _is_number(v) and 0.0 < v <= 1.0), "a number in (0, 1]"),
     "bpu.cosine_samples": _int_at_least(1),
+    "bpu.sensitivity_utts": _int_at_least(0),
+    "bpu.max_cer_delta": ((lambda v: v is None or (_is_number(v) and v >= 0)), "null or a number >= 0"),
     "model.train.time_budget_s": _number_in(0.0, 1e9),
     "model.train.threads": _int_at_least(1),
     "model.train.batch_frames": _int_at_least(1),
@@ -140,6 +153,13 @@ def load_stage_params(stage: str, argv: Sequence[str] = (), root: Path = Path(".
         raise EdgeAsrError(f"{params_path}: not found (run from the project root)")
     keys = declared_params(root / "dvc.yaml", stage)
     params = OmegaConf.load(params_path)
+    # NOTE: checked by every stage, read or not: dvc.yaml paths are templated from params
+    # (${model.dir}), and DVC would fail on a `???` path only when it reaches the first stage that
+    # depends on it, after the stages before it ran (95 s of synthesis with -S model=wenet).
+    missing = missing_keys(params)
+    if missing:
+        raise EdgeAsrError(f"{params_path}: {', '.join(missing)} not set (pass -S {missing[0]}=... to dvc exp run, "
+                           f"or {missing[0]}=... to python -m edgeasr.params)")
     for arg in argv:
         key, value = _parse_override(arg)
         if not any(key == k or key.startswith(k + ".") for k in keys):

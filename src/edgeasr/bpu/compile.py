@@ -9,17 +9,18 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import onnx
 
 from ..artifact.metadata import read_metadata, write_metadata
 from ..errors import EdgeAsrError
 from .calibration import calibration_folders, read_samples
-from .hb_config import read_config, run_on_cpu_list, with_calibration_method, write_config
-from .hb_mapper import collect_outputs, find_hb_mapper, parse_cosine_table, run_makertbin
+from .hb_config import read_config, run_on_cpu_list, with_calibration_method, with_run_on_cpu, write_config
+from .hb_mapper import collect_outputs, parse_cosine_table, run_makertbin
+from .int8_groups import QuantGraph
 from .placement import read_placement
-from .quantize import node_cosines, quantize_like_hb_mapper
+from .quantize import calibrate, node_cosines, output_cosine, write_qdq
 
 log = logging.getLogger(__name__)
 MODELS = ("ctc", "encoder")  # WeNet's X3 recipe compiles ctc first, then the encoder
@@ -51,42 +52,60 @@ def compile_real(executable: str, name: str, config: dict, out_dir: Path) -> Dic
     return {"files": files, "nodes": rows, "run_on_cpu": run_on_cpu_list(config)}
 
 
-def compile_emulated(name: str, config: dict, method: CalibrationSettings, cal_dir: Path, out_dir: Path,
-                     cosine_samples: int) -> Dict[str, object]:
-    """One model quantized by onnxruntime like hb_mapper would: the BPU nodes INT8, the rest float."""
-    folder = out_dir / name
-    write_config(folder / "config.yaml", config)  # what hb_mapper would have been given
+def read_configs(config_dir: Path, method: CalibrationSettings) -> Dict[str, dict]:
+    """bpu_config's config per model, with the calibration method set."""
+    return {name: with_calibration_method(read_config(config_dir / f"config_{name}.yaml"), method.calibration_type,
+                                          method.max_percentile, method.per_channel)
+            for name in MODELS}
+
+
+def calibrate_graph(name: str, config: dict, method: CalibrationSettings, cal_dir: Path,
+                    scratch: Path) -> Tuple[QuantGraph, List[dict], Dict[str, object]]:
+    """The graph's INT8 candidates (the BPU nodes minus the config's run_on_cpu) and their ranges,
+    computed once like hb_mapper's calibration; returns them, the samples and what was chosen."""
     model = Path(config["model_parameters"]["onnx_model"])
     run_on_cpu = set(run_on_cpu_list(config))
     # The config decides: an island node not in run_on_cpu is quantized, as hb_mapper would do.
-    bpu_nodes = [p.node for p in read_placement(model)
-                 if (p.device == "BPU" or p.run_on_cpu) and p.node not in run_on_cpu]
+    bpu_nodes = tuple(p.node for p in read_placement(model)
+                      if (p.device == "BPU" or p.run_on_cpu) and p.node not in run_on_cpu)
     inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in onnx.load(str(model)).graph.input}
     samples = list(read_samples(calibration_folders(cal_dir, name, list(inputs)), inputs))
-    out = quantized_path(out_dir, name)
-    chosen = quantize_like_hb_mapper(model, out, samples, bpu_nodes, method.calibration_type, method.max_percentile,
-                                     method.per_channel)
-    write_metadata(out, {**read_metadata(model), "quantization": "emulated_int8_qdq"})
-    rows = [{"graph": name, **row, "device": "BPU" if row["node"] in set(bpu_nodes) else "CPU"}
-            for row in node_cosines(model, out, samples[:cosine_samples], set(bpu_nodes))]
+    ranges, chosen = calibrate(model, samples, bpu_nodes, method.calibration_type, method.max_percentile,
+                               method.per_channel, scratch)
+    return QuantGraph(name, model, bpu_nodes, ranges, method.per_channel), samples, chosen
+
+
+def compile_emulated(graph: QuantGraph, config: dict, samples: Sequence[dict], chosen: Dict[str, object],
+                     out_dir: Path, cosine_samples: int) -> Dict[str, object]:
+    """One model quantized by onnxruntime like hb_mapper would: its INT8 candidates minus the
+    config's run_on_cpu, the rest float."""
+    folder = out_dir / graph.name
+    write_config(folder / "config.yaml", config)  # what hb_mapper would have been given
+    run_on_cpu = set(run_on_cpu_list(config))
+    int8 = [n for n in graph.bpu_nodes if n not in run_on_cpu]
+    out = quantized_path(out_dir, graph.name)
+    write_qdq(graph.float_model, graph.ranges, int8, graph.per_channel, out)
+    write_metadata(out, {**read_metadata(graph.float_model), "quantization": "emulated_int8_qdq"})
+    rows = [{"graph": graph.name, **row, "device": "BPU" if row["node"] in set(int8) else "CPU"}
+            for row in node_cosines(graph.float_model, out, samples[:cosine_samples], set(int8))]
+    chosen = {**chosen, "output_cosine_first_sample_final": round(output_cosine(graph.float_model, out, samples[0]), 6)}
     return {"files": {out.name: str(out)}, "nodes": rows, "run_on_cpu": sorted(run_on_cpu),
-            "calibration": chosen, "calibration_samples": len(samples), "int8_nodes": len(bpu_nodes)}
+            "calibration": chosen, "calibration_samples": len(samples), "int8_nodes": len(int8)}
 
 
-def compile_all(config_dir: Path, cal_dir: Path, out_dir: Path, method: CalibrationSettings,
-                cosine_samples: int) -> Dict[str, object]:
-    """ctc then encoder; returns {mode, <model>: report}, files relative to out_dir."""
-    executable = find_hb_mapper()
+def compile_all(configs: Mapping[str, dict], graphs: Mapping[str, Tuple[QuantGraph, List[dict], Dict[str, object]]],
+                executable: Optional[str], out_dir: Path, cosine_samples: int) -> Dict[str, object]:
+    """ctc then encoder, by hb_mapper when `executable` is given, else emulated with the calibrated
+    `graphs`; returns {mode, <model>: report}, files relative to out_dir."""
     mode = "compiled" if executable else "emulated"
     log.info("compile: %s", "hb_mapper at " + executable if executable else "hb_mapper not on PATH: emulating")
     report: Dict[str, object] = {"mode": mode}
     for name in MODELS:
-        config = with_calibration_method(read_config(config_dir / f"config_{name}.yaml"), method.calibration_type,
-                                         method.max_percentile, method.per_channel)
         if executable:
-            report[name] = compile_real(executable, name, config, out_dir)
+            report[name] = compile_real(executable, name, configs[name], out_dir)
         else:
-            report[name] = compile_emulated(name, config, method, cal_dir, out_dir, cosine_samples)
+            report[name] = compile_emulated(graphs[name][0], configs[name], graphs[name][1], graphs[name][2],
+                                            out_dir, cosine_samples)
         # Relative to out_dir: the stage writes into a partial folder and renames it afterwards.
         report[name]["files"] = {k: str(Path(v).relative_to(out_dir)) for k, v in report[name]["files"].items()}
     return report

@@ -129,6 +129,15 @@ def with_calibration_method(config: Mapping[str, Mapping[str, object]], calibrat
     return out
 
 
+def with_run_on_cpu(config: Mapping[str, Mapping[str, object]], nodes: Sequence[str]) -> Dict[str, Dict[str, object]]:
+    """The config with `nodes` added to run_on_cpu (hb_mapper's `;`-separated node names)."""
+    out = {section: dict(values) for section, values in config.items()}
+    names = run_on_cpu_list(config) + [n for n in nodes if n not in set(run_on_cpu_list(config))]
+    if names:
+        out["calibration_parameters"]["run_on_cpu"] = ";".join(names)
+    return out
+
+
 def write_config(path: Path, config: Mapping[str, object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(dict(config), sort_keys=False))

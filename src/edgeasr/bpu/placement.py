@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
+import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
@@ -84,6 +85,20 @@ def tensor_shapes(model: onnx.ModelProto) -> Dict[str, List[int]]:
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
     return shapes
+
+
+def node_macs(model: onnx.ModelProto) -> Dict[str, int]:
+    """Multiply-accumulates of one run of a static-shape graph, per Conv and MatMul node."""
+    shapes = tensor_shapes(model)
+    macs = {}
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            out, weight = shapes[node.output[0]], shapes[node.input[1]]
+            macs[node.name] = int(np.prod(out)) * int(np.prod(weight[1:]))
+        elif node.op_type == "MatMul":
+            a, out = shapes[node.input[0]], shapes[node.output[0]]
+            macs[node.name] = int(np.prod(out)) * a[-1]
+    return macs
 
 
 def _conv_reason(node: onnx.NodeProto, shapes: Dict[str, List[int]], weights: Dict[str, List[int]]) -> Optional[str]:

@@ -14,6 +14,12 @@ onnxruntime calibrators:
     default              -> max, max with percentile 0.99995 and kl are each tried; the one whose
                             output cosine on the first calibration sample is best is kept, as
                             hb_mapper does ("Select kl method.").
+    mix                  -> the same three candidates chosen per tensor: the range whose INT8
+                            rounding keeps that tensor closest to float (cosine), as hb_mapper's
+                            docs describe mix (a per-node search by cosine).
+
+Ranges are computed once per graph (`calibrate`) and then applied to any subset of its nodes
+(`write_qdq`): the per-group sensitivity and the float-set search quantize many subsets.
 """
 
 import tempfile
@@ -24,7 +30,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType
-from onnxruntime.quantization.calibrate import TensorsData, create_calibrator
+from onnxruntime.quantization.calibrate import TensorData, TensorsData, create_calibrator
 from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
@@ -36,6 +42,7 @@ KL_NUM_BINS, KL_QUANTIZED_BINS = 512, 128  # finer than the quantized grid, so K
 CALIBRATION_BATCH = 8  # calibration samples whose intermediate tensors are held in memory at once
 DEFAULT_PERCENTILE = 0.99995  # hb_mapper's percentile candidate in `default`
 DEFAULT_CANDIDATES = (("max", 1.0), ("max", DEFAULT_PERCENTILE), ("kl", 1.0))
+MIX_SAMPLES = 4  # calibration samples whose tensors `mix` compares the candidates on
 
 
 class Samples(CalibrationDataReader):
@@ -81,21 +88,62 @@ def tensor_ranges(model: Path, samples: Sequence[Mapping[str, np.ndarray]], op_t
         return calibrator.compute_data()
 
 
-def quantize(model: Path, out: Path, samples: Sequence[Mapping[str, np.ndarray]], bpu_nodes: Sequence[str],
-             calibration_type: str, max_percentile: float, per_channel: bool) -> Path:
-    """Static symmetric INT8 QDQ of `bpu_nodes` only; every other node stays float."""
+def write_qdq(model: Path, ranges: TensorsData, nodes: Sequence[str], per_channel: bool, out: Path) -> Path:
+    """Static symmetric INT8 QDQ of `nodes` only, with ranges computed beforehand; every other node
+    stays float. The same ranges serve any subset of the nodes they were computed for."""
     proto = onnx.load(str(model))
-    op_types = sorted({n.op_type for n in proto.graph.node if n.name in set(bpu_nodes)})
-    ranges = tensor_ranges(model, samples, op_types, calibration_type, max_percentile)
+    chosen = set(nodes)
+    op_types = sorted({n.op_type for n in proto.graph.node if n.name in chosen})
     quantizer = QDQQuantizer(
         load_model_with_shape_infer(model), per_channel, False, QuantType.QInt8, QuantType.QInt8, ranges,
-        list(bpu_nodes), [], op_types,
+        list(nodes), [], op_types,
         {"ActivationSymmetric": True, "WeightSymmetric": True, "ForceQuantizeNoInputCheck": True},
     )
     quantizer.quantize_model()
     out.parent.mkdir(parents=True, exist_ok=True)
     quantizer.model.save_model_to_file(str(out))
     return out
+
+
+def node_op_types(model: Path, nodes: Sequence[str]) -> List[str]:
+    chosen = set(nodes)
+    return sorted({n.op_type for n in onnx.load(str(model)).graph.node if n.name in chosen})
+
+
+def fake_quant_cosine(x: np.ndarray, bound: float) -> float:
+    """Cosine of x and its symmetric INT8 rounding with clipping bound `bound`."""
+    scale = max(bound, 1e-12) / 127.0
+    pooled = PooledCosine()
+    pooled.add(x, np.clip(np.round(x / scale), -128, 127) * scale)
+    return pooled.value()
+
+
+def mix_ranges(model: Path, samples: Sequence[Mapping[str, np.ndarray]],
+               candidates: Mapping[str, TensorsData]) -> Tuple[TensorsData, Dict[str, int]]:
+    """hb_mapper's `mix`: per tensor, the candidate range whose INT8 rounding keeps the tensor's
+    values closest (cosine over `samples`); returns the ranges and how often each candidate won."""
+    names = sorted(set.intersection(*(set(c.keys()) for c in candidates.values())))
+    proto = onnx.load(str(model))
+    session = _plain_session(_with_all_outputs(proto, names))
+    outputs = [o.name for o in session.get_outputs()]
+    values: Dict[str, List[np.ndarray]] = {n: [] for n in names}
+    for sample in samples:
+        for name, value in zip(outputs, session.run(None, dict(sample))):
+            if name in values:
+                values[name].append(np.asarray(value, dtype=np.float32).ravel())
+    chosen, wins = {}, {label: 0 for label in candidates}
+    for name in names:
+        x = np.concatenate(values[name]) if values[name] else np.zeros(1, np.float32)
+        x = x[np.isfinite(x)]
+        scored = []
+        for label, ranges in candidates.items():
+            low, high = ranges[name].range_value
+            scored.append((fake_quant_cosine(x, float(max(abs(low), abs(high)))), label))
+        label = max(scored)[1]
+        wins[label] += 1
+        low, high = candidates[label][name].range_value
+        chosen[name] = TensorData(lowest=np.asarray(low, np.float32), highest=np.asarray(high, np.float32))
+    return TensorsData(CalibrationMethod.MinMax, chosen), wins
 
 
 def _with_all_outputs(model: onnx.ModelProto, names: Iterable[str]) -> bytes:
@@ -167,38 +215,44 @@ def output_cosine(float_model: Path, quant_model: Path, sample: Mapping[str, np.
     return pooled.value()
 
 
-def quantize_like_hb_mapper(model: Path, out: Path, samples: Sequence[Mapping[str, np.ndarray]],
-                            bpu_nodes: Sequence[str], calibration_type: str, max_percentile: float,
-                            per_channel: bool) -> Dict[str, object]:
-    """Quantize with hb_mapper's calibration_type semantics; returns what was chosen and why.
+def candidate_label(kind: str, percentile: float) -> str:
+    return kind if percentile >= 1.0 else f"max_percentile_{percentile}"
 
-    onnxruntime's histogram calibrators refuse a near-constant tensor ("Too many bins for data
-    range"): under `default` that candidate is reported and skipped; asked for by name, it is an error."""
-    if calibration_type != "default":
+
+def calibrate(model: Path, samples: Sequence[Mapping[str, np.ndarray]], bpu_nodes: Sequence[str],
+              calibration_type: str, max_percentile: float, per_channel: bool,
+              scratch: Path) -> Tuple[TensorsData, Dict[str, object]]:
+    """Ranges with hb_mapper's calibration_type semantics; returns them and what was chosen and why.
+
+    default: max, max with percentile 0.99995 and kl each quantize the whole graph; the one whose
+    output cosine on the first sample is best is kept. mix: the same candidates, chosen per tensor
+    (`mix_ranges`). onnxruntime's histogram calibrators refuse a near-constant tensor ("Too many bins
+    for data range"): under default and mix that candidate is reported and skipped; asked for by
+    name, it is an error."""
+    op_types = node_op_types(model, bpu_nodes)
+    if calibration_type not in ("default", "mix"):
         try:
-            quantize(model, out, samples, bpu_nodes, calibration_type, max_percentile, per_channel)
+            ranges = tensor_ranges(model, samples, op_types, calibration_type, max_percentile)
         except ValueError as exc:
             raise EdgeAsrError(f"bpu.calibration_type={calibration_type}: onnxruntime's calibrator failed "
                                f"({exc}); try max") from exc
-        return {"calibration": calibration_type, "max_percentile": max_percentile,
-                "output_cosine_first_sample": round(output_cosine(model, out, samples[0]), 6)}
+        return ranges, {"calibration": calibration_type, "max_percentile": max_percentile}
+    candidates: Dict[str, TensorsData] = {}
     tried: Dict[str, object] = {}
-    best: Optional[Tuple[str, float]] = None
     for kind, percentile in DEFAULT_CANDIDATES:
-        label = kind if percentile >= 1.0 else f"max_percentile_{percentile}"
-        candidate = out.with_name(f"{out.stem}.{label}.onnx")
+        label = candidate_label(kind, percentile)
         try:
-            quantize(model, candidate, samples, bpu_nodes, kind, percentile, per_channel)
+            candidates[label] = tensor_ranges(model, samples, op_types, kind, percentile)
         except ValueError as exc:
             tried[label] = f"failed: {exc}"
-            continue
-        score = round(output_cosine(model, candidate, samples[0]), 6)
-        tried[label] = score
-        if best is None or score > best[1]:
-            best = (label, score)
-    if best is None:
+    if not candidates:
         raise EdgeAsrError(f"{model}: every calibration candidate failed: {tried}")
-    out.with_name(f"{out.stem}.{best[0]}.onnx").replace(out)
-    for path in out.parent.glob(f"{out.stem}.*.onnx"):
-        path.unlink()
-    return {"calibration": "default", "selected": best[0], "output_cosine_first_sample": tried}
+    if calibration_type == "mix":
+        ranges, wins = mix_ranges(model, samples[:MIX_SAMPLES], candidates)
+        return ranges, {"calibration": "mix", "tensors_per_candidate": wins, **({"failed": tried} if tried else {})}
+    for label, ranges in candidates.items():
+        trial = write_qdq(model, ranges, bpu_nodes, per_channel, scratch / f"{model.stem}.{label}.onnx")
+        tried[label] = round(output_cosine(model, trial, samples[0]), 6)
+        trial.unlink()
+    best = max((score, label) for label, score in tried.items() if isinstance(score, float))[1]
+    return candidates[best], {"calibration": "default", "selected": best, "output_cosine_first_sample": tried}

@@ -3,7 +3,9 @@ resampled to 16 kHz, partly mixed with noise, written as 16-bit wavs plus WeNet 
 
 Splits: train; test (sentences never in train, voices seen in train); test_unseen_voice (held-out
 sentences spoken by voice variants never used in train); cali (calibration, sentences disjoint
-from test). Same config -> byte-identical files.
+from test); dev (development: the INT8 sensitivity and float-set search score on it, sentences in
+no other split). Same config -> byte-identical files; dev is drawn last, so adding it changed none
+of the other splits.
 """
 
 import random
@@ -21,7 +23,7 @@ from ..frontend.datalist import Utterance, write_data_list
 from .grammar import sample_sentence
 from .tts import Speaker, Voice, voice_variants
 
-SPLITS = ("train", "test", "test_unseen_voice", "cali")
+SPLITS = ("train", "test", "test_unseen_voice", "cali", "dev")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class CorpusConfig:
     num_test: int
     num_test_unseen_voice: int
     num_cali: int
+    num_dev: int
     heldout_voices: int  # voice variants reserved for test_unseen_voice
     noise_fraction: float  # share of utterances mixed with noise
     snr_db: Tuple[float, float]
@@ -41,7 +44,7 @@ class CorpusConfig:
     exclude_voices: Tuple[str, ...] = ()  # espeak-ng variants not used at all (effects, not speakers)
 
     def __post_init__(self) -> None:
-        for name in ("num_train", "num_test", "num_test_unseen_voice", "num_cali"):
+        for name in ("num_train", "num_test", "num_test_unseen_voice", "num_cali", "num_dev"):
             if getattr(self, name) <= 0:
                 raise EdgeAsrError(f"data.synth.{name}: must be > 0, got {getattr(self, name)}")
         if not 0.0 <= self.noise_fraction <= 1.0:
@@ -128,12 +131,15 @@ def plan_corpus(cfg: CorpusConfig) -> Dict[str, List[Tuple[str, Voice]]]:
     heldout_sentences = set(test) | set(unseen)
     train = draw_unique(rng, cfg.num_train, heldout_sentences, "train")
     cali = draw_unique(rng, cfg.num_cali, heldout_sentences | set(train), "cali")
-    return {
+    plan = {
         "train": [(s, random_voice(rng, seen_voices, cfg)) for s in train],
         "test": [(s, random_voice(rng, seen_voices, cfg)) for s in test],
         "test_unseen_voice": [(s, random_voice(rng, heldout, cfg)) for s in unseen],
         "cali": [(s, random_voice(rng, seen_voices, cfg)) for s in cali],
     }
+    dev = draw_unique(rng, cfg.num_dev, heldout_sentences | set(train) | set(cali), "dev")
+    plan["dev"] = [(s, random_voice(rng, seen_voices, cfg)) for s in dev]
+    return plan
 
 
 def write_units(path: Path, train_texts: Sequence[str]) -> None:

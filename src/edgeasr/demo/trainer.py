@@ -31,12 +31,14 @@ import yaml
 from tqdm import tqdm
 
 from ..errors import EdgeAsrError
-from ..frontend import compute_fbank, load_cmvn, read_audio, read_data_list, read_symbol_table
+from ..frontend import load_cmvn, read_symbol_table
 from ..frontend.cmvn import cmvn_stats_json
+from ..frontend.dataset import prepare
 from ..frontend.fbank import wenet_dataset_conf
 from ..model import ModelSpec, build_model
 from ..model.asr_model import IGNORE_ID
 from ..model.ffn import MoEFFNLayer
+from ..model.subsampling import SUBSAMPLING_CLASSES, min_input_frames
 
 
 @dataclass(frozen=True)
@@ -160,10 +162,12 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
     return loss.item()
 
 
-def extract_features(data_list: Path) -> Tuple[List[np.ndarray], List[str]]:
-    utts = read_data_list(data_list)
-    feats = [compute_fbank(read_audio(u.wav)) for u in tqdm(utts, desc="fbank", unit="utt")]
-    return feats, [u.txt for u in utts]
+def extract_features(data_list: Path, input_layer: str, symbols: Dict[str, int]) -> Tuple[List[np.ndarray], List[str]]:
+    """Features and transcripts under the data policy every stage shares (frontend.dataset): unreadable
+    audio stops naming the list line, utterances shorter than one output frame are skipped."""
+    min_frames = min_input_frames(SUBSAMPLING_CLASSES[input_layer].right_context)
+    prepared = prepare(data_list, 0, min_frames, symbols).utterances
+    return [p.feats for p in prepared], [p.utt.txt for p in prepared]
 
 
 def learning_rate(cfg: TrainConfig, step: int, elapsed_fraction: float) -> float:
@@ -203,7 +207,7 @@ def train(
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
     symbols = read_symbol_table(units)
-    feats, texts = extract_features(train_list)
+    feats, texts = extract_features(train_list, architecture["encoder_conf"].get("input_layer", "conv2d"), symbols)
     labels = [tokenize(t, symbols) for t in texts]
     keep = [i for i, y in enumerate(labels) if y]
     if not keep:

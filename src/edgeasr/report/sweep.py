@@ -4,11 +4,13 @@
 
 reads `dvc exp show --json` (the workspace, commits and queued/finished experiments), draws
 CER and real-time factor against chunk size, one line per artifact and left-chunk setting, and the
-per-node cosine of the quantized graph (worst nodes) as bars. Charts are rendered to SVG by
+per-node cosine of the quantized graph (worst nodes) and the INT8 sensitivity by layer group
+(CER − PyTorch with one group quantized, metrics/int8_sensitivity.csv) as bars. Charts are rendered to SVG by
 vl-convert and inlined, so the page needs no network (DVC's own HTML pulls vega from a CDN).
 """
 
 import argparse
+import csv
 import html
 import json
 import subprocess
@@ -19,7 +21,7 @@ from typing import Dict, Iterator, List, Mapping, Optional
 import vl_convert
 
 from ..errors import EdgeAsrError
-from ..paths import BPU_METRICS, ONNX_METRICS, QUANT_METRICS, SWEEP_REPORT, TORCH_METRICS
+from ..paths import BPU_METRICS, INT8_SENSITIVITY_TABLE, ONNX_METRICS, QUANT_METRICS, SWEEP_REPORT, TORCH_METRICS
 
 ARTIFACTS = {  # artifact -> (metrics file, path to its streaming family inside a test set)
     "pytorch": (str(TORCH_METRICS), ("streaming",)),
@@ -86,6 +88,15 @@ def worst_nodes(quant_metrics: Path, count: int = 10) -> List[dict]:
     return [{"node": f"{n['graph']}:{n['node']}", "cosine": n["cosine"]} for n in nodes[:count]]
 
 
+def sensitivity_rows(table: Path) -> List[dict]:
+    """The workspace's INT8 sensitivity table (metrics/int8_sensitivity.csv), most sensitive first."""
+    if not table.is_file():
+        return []
+    with open(table, newline="", encoding="utf-8") as f:
+        return [{"group": r["group"], "graph": r["graph"], "cer_delta": float(r["cer_delta"]),
+                 "cosine_log_probs": float(r["cosine_log_probs"])} for r in csv.DictReader(f)]
+
+
 def line_chart(points: List[dict], field: str, title: str) -> dict:
     """`field` against chunk size; color = artifact, dash = left chunks (one line per pair)."""
     return {
@@ -118,7 +129,24 @@ def bar_chart(nodes: List[dict]) -> dict:
     }
 
 
-def render(points: List[dict], nodes: List[dict], test_set: str) -> str:
+def sensitivity_chart(rows: List[dict]) -> dict:
+    """CER − PyTorch on the dev utterances with one layer group quantized at a time."""
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": "INT8 sensitivity: CER − PyTorch (dev) with only this group quantized",
+        "width": 420, "height": 14 * max(len(rows), 1),
+        "data": {"values": rows},
+        "mark": "bar",
+        "encoding": {
+            "y": {"field": "group", "type": "nominal", "sort": "-x", "title": None},
+            "x": {"field": "cer_delta", "type": "quantitative", "title": "CER − PyTorch (points)"},
+            "color": {"field": "graph", "type": "nominal"},
+            "tooltip": [{"field": f} for f in ("group", "graph", "cer_delta", "cosine_log_probs")],
+        },
+    }
+
+
+def render(points: List[dict], nodes: List[dict], test_set: str, sensitivity: List[dict] = ()) -> str:
     """A self-contained HTML page: inline SVG charts and the table of points."""
     if not points:
         raise EdgeAsrError("no experiment has streaming metrics yet: run `dvc repro` or a sweep first")
@@ -127,6 +155,8 @@ def render(points: List[dict], nodes: List[dict], test_set: str) -> str:
               line_chart(points, "chunk_compute_ms", "compute per chunk (ms)")]
     if nodes:
         charts.append(bar_chart(nodes))
+    if sensitivity:
+        charts.append(sensitivity_chart(list(sensitivity)))
     svgs = "\n".join(f'<div class="chart">{vl_convert.vegalite_to_svg(spec)}</div>' for spec in charts)
     columns = ["experiment", "chunk_size", "left_chunks", "artifact", "cer", "cer_delta", "rtf", "chunk_audio_ms",
                "chunk_compute_ms"]
@@ -152,7 +182,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--set", default="test", help="test set to plot")
     args = parser.parse_args(argv)
     exp_show = dvc_exp_show()
-    page = render(experiment_points(exp_show, args.set), worst_nodes(QUANT_METRICS), args.set)
+    page = render(experiment_points(exp_show, args.set), worst_nodes(QUANT_METRICS), args.set,
+                  sensitivity_rows(INT8_SENSITIVITY_TABLE))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(page, encoding="utf-8")
     print(f"wrote {args.output}")

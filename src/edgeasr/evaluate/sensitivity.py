@@ -1,0 +1,212 @@
+"""INT8 sensitivity of the X3 graphs by layer, in CER as well as cosine, and the smallest float set
+that keeps CER within a budget.
+
+Groups of nodes by module scope: `bpu.int8_groups`.
+
+Each measurement quantizes a subset of the BPU nodes with the ranges computed once per graph
+(`bpu.quantize.calibrate`), streams the development utterances through the two graphs exactly as
+eval_quant does, and scores CTC greedy against the references; CER − PyTorch is against the
+PyTorch model decoded on the same utterances with the same chunking.
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from ..decode import Backend, TorchBackend, ctc_greedy_search, stream_encode
+from ..decode.bpu_backend import OnnxBpuBackend
+from ..errors import EdgeAsrError
+from ..bpu.int8_groups import QuantGraph
+from ..bpu.quantize import write_qdq
+from ..frontend.dataset import PreparedUtterance, prepare
+from ..model import load_model
+from ..model.subsampling import min_input_frames
+from ..similarity import PooledCosine
+from .cer import score
+from .runner import detokenize
+
+@dataclass(frozen=True)
+class DevScore:
+    cer: float
+    cer_delta: float  # CER - PyTorch's on the same utterances
+    cosine_encoder_out: float  # vs the float graphs, pooled over the utterances
+    cosine_log_probs: float
+
+
+@dataclass
+class DevScorer:
+    """The development utterances decoded by PyTorch and by the float X3 graphs once; then any pair
+    of (partly) quantized graphs scored against them."""
+
+    prepared: Sequence[PreparedUtterance]
+    chunk_size: int
+    left_chunks: int
+    id_to_token: Mapping[int, str]
+    threads: int = 1
+    reference_cer: float = field(init=False)
+    float_outputs: List[Tuple[np.ndarray, np.ndarray]] = field(init=False)
+
+    def prime(self, pytorch: Backend, float_graphs: OnnxBpuBackend) -> None:
+        hyps = [self._hyp(stream_encode(pytorch, p.feats, self.chunk_size, self.left_chunks)[1])
+                for p in tqdm(self.prepared, desc="dev: PyTorch", unit="utt")]
+        self.reference_cer = self._cer(hyps)
+        self.float_outputs = [stream_encode(float_graphs, p.feats, self.chunk_size, self.left_chunks)
+                              for p in tqdm(self.prepared, desc="dev: float graphs", unit="utt")]
+
+    def _hyp(self, log_probs: np.ndarray) -> str:
+        return detokenize(ctc_greedy_search(log_probs), self.id_to_token)
+
+    def _cer(self, hyps: Sequence[str]) -> float:
+        return score((p.utt.txt, h) for p, h in zip(self.prepared, hyps)).cer
+
+    def score(self, encoder: Path, ctc: Path) -> DevScore:
+        backend = OnnxBpuBackend(encoder, ctc, "exact", self.threads)
+        pooled = [PooledCosine(), PooledCosine()]
+        hyps = []
+        for p, ref in zip(self.prepared, self.float_outputs):
+            got = stream_encode(backend, p.feats, self.chunk_size, self.left_chunks)
+            for acc, a, b in zip(pooled, ref, got):
+                acc.add(a, b)
+            hyps.append(self._hyp(got[1]))
+        cer = self._cer(hyps)
+        return DevScore(round(cer, 4), round(cer - self.reference_cer, 4) + 0.0,
+                        round(pooled[0].value(), 6), round(pooled[1].value(), 6))
+
+
+class SubsetEvaluator:
+    """Scores the graphs with every BPU node quantized except those of the groups kept in float."""
+
+    def __init__(self, graphs: Mapping[str, QuantGraph], scorer: DevScorer, scratch: Path):
+        self.graphs, self.scorer, self.scratch = graphs, scorer, scratch
+        self.evaluations = 0
+
+    def graph_files(self, float_groups: FrozenSet[str], only: FrozenSet[str] = frozenset()) -> Dict[str, Path]:
+        """One file per graph: its float original when none of its nodes is quantized, else a QDQ
+        model of its BPU nodes minus `float_groups` (or only the nodes of `only`, when given)."""
+        files = {}
+        for name, graph in self.graphs.items():
+            groups = graph.groups()
+            nodes = [n for g, members in groups.items() if (g in only if only else g not in float_groups)
+                     for n in members]
+            if not nodes:
+                files[name] = graph.float_model
+                continue
+            out = self.scratch / f"{name}.{self.evaluations}.onnx"
+            files[name] = write_qdq(graph.float_model, graph.ranges, nodes, graph.per_channel, out)
+        return files
+
+    def evaluate(self, float_groups: FrozenSet[str] = frozenset(), only: FrozenSet[str] = frozenset()) -> DevScore:
+        files = self.graph_files(float_groups, only)
+        result = self.scorer.score(files["encoder"], files["ctc"])
+        self.evaluations += 1
+        for name, path in files.items():
+            if path != self.graphs[name].float_model:
+                path.unlink()
+        return result
+
+
+def sensitivity_table(evaluator: SubsetEvaluator, macs: Mapping[str, int]) -> List[dict]:
+    """One row per group: its nodes and MACs per chunk, and CER − PyTorch and cosine when only that
+    group is quantized; most sensitive first (CER − PyTorch, then output cosine)."""
+    rows = []
+    for graph in evaluator.graphs.values():
+        for group, nodes in tqdm(graph.groups().items(), desc=f"sensitivity: {graph.name}", unit="group"):
+            result = evaluator.evaluate(only=frozenset([group]))
+            rows.append({"group": group, "graph": graph.name, "int8_nodes": len(nodes),
+                         "macs_per_chunk": int(sum(macs.get(n, 0) for n in nodes)), **result.__dict__})
+    return sorted(rows, key=lambda r: (-r["cer_delta"], r["cosine_log_probs"]))
+
+
+def search_float_set(evaluator: SubsetEvaluator, ranked_groups: Sequence[str], max_cer_delta: float
+                     ) -> Dict[str, object]:
+    """The smallest set of groups to keep in float so that CER − PyTorch <= max_cer_delta.
+
+    Greedy by measured sensitivity (most sensitive first) until the budget is met, then each
+    chosen group but the last is tried back in INT8, least sensitive first, and dropped from the
+    set when the budget still holds (groups interact: a later one can make an earlier redundant).
+    Every candidate set is evaluated on the dev utterances; the trail lists them."""
+    start = time.monotonic()
+    chosen: List[str] = []
+    trail = []
+    result = evaluator.evaluate(frozenset())
+    trail.append({"float_groups": [], **result.__dict__})
+    for group in ranked_groups:
+        if result.cer_delta <= max_cer_delta:
+            break
+        chosen.append(group)
+        result = evaluator.evaluate(frozenset(chosen))
+        trail.append({"float_groups": list(chosen), **result.__dict__})
+    for group in list(reversed(chosen[:-1])):
+        if result.cer_delta > max_cer_delta:
+            break
+        trial = [g for g in chosen if g != group]
+        attempt = evaluator.evaluate(frozenset(trial))
+        trail.append({"float_groups": trial, **attempt.__dict__})
+        if attempt.cer_delta <= max_cer_delta:
+            chosen, result = trial, attempt
+    return {"max_cer_delta": max_cer_delta, "met": result.cer_delta <= max_cer_delta, "float_groups": chosen,
+            "result": result.__dict__, "evaluations": len(trail), "seconds": round(time.monotonic() - start, 1),
+            "trail": trail}
+
+
+def float_set_cost(graphs: Mapping[str, QuantGraph], float_groups: Sequence[str], macs: Mapping[str, int]
+                   ) -> Dict[str, object]:
+    """What keeping `float_groups` in float costs: nodes moved from the BPU to the CPU, and their
+    share of the BPU's MACs per chunk (the work the CPU takes over, in float)."""
+    moved = {name: [n for g, members in graph.groups().items() if g in set(float_groups) for n in members]
+             for name, graph in graphs.items()}
+    total = sum(macs.get(n, 0) for graph in graphs.values() for n in graph.bpu_nodes)
+    moved_macs = sum(macs.get(n, 0) for nodes in moved.values() for n in nodes)
+    return {"nodes_moved_to_cpu": {name: len(nodes) for name, nodes in moved.items()},
+            "macs_moved_per_chunk": int(moved_macs), "bpu_macs_per_chunk": int(total),
+            "share_of_bpu_macs": round(moved_macs / max(total, 1), 4)}
+
+
+
+def study_settings(dev_list: Optional[str], sensitivity_utts: int, max_cer_delta: Optional[float]
+                   ) -> Optional[Tuple[Path, int]]:
+    """(dev list, utterances) for the study, or None when it is off (no dev list, or
+    bpu.sensitivity_utts 0); a budget without development utterances is refused before any work."""
+    enabled = dev_list is not None and sensitivity_utts > 0
+    if max_cer_delta is not None and not enabled:
+        raise EdgeAsrError(f"bpu.max_cer_delta={max_cer_delta}: the float-set search needs development utterances "
+                           f"(data.dev_list={dev_list}, bpu.sensitivity_utts={sensitivity_utts})")
+    return (Path(dev_list), sensitivity_utts) if enabled else None
+
+
+def dev_scorer(model_dir: Path, dev_list: Path, max_utts: int, float_encoder: Path, float_ctc: Path,
+               threads: int) -> DevScorer:
+    """The dev utterances (eval's data policy), decoded by PyTorch and by the float X3 graphs at the
+    graphs' own chunk and left chunks."""
+    model, _, symbols = load_model(model_dir)
+    float_graphs = OnnxBpuBackend(float_encoder, float_ctc, "exact", threads)
+    prepared = prepare(dev_list, max_utts, min_input_frames(model.encoder.embed.right_context)).utterances
+    scorer = DevScorer(prepared, float_graphs.chunk_size, float_graphs.left_chunks,
+                       {i: t for t, i in symbols.items()}, threads)
+    scorer.prime(TorchBackend(model), float_graphs)
+    return scorer
+
+
+def int8_study(graphs: Mapping[str, QuantGraph], scorer: DevScorer, macs: Mapping[str, int],
+               max_cer_delta: Optional[float], scratch: Path) -> Dict[str, object]:
+    """The sensitivity table, and with a budget the float-set search: its result, cost and the node
+    names per graph to add to hb_mapper's run_on_cpu."""
+    start = time.monotonic()
+    evaluator = SubsetEvaluator(graphs, scorer, scratch)
+    table = sensitivity_table(evaluator, macs)
+    study: Dict[str, object] = {"dev_utterances": len(scorer.prepared), "pytorch_cer": round(scorer.reference_cer, 4),
+                                "table": table}
+    if max_cer_delta is not None:
+        search = search_float_set(evaluator, [row["group"] for row in table], max_cer_delta)
+        search["cost"] = float_set_cost(graphs, search["float_groups"], macs)
+        search["float_nodes"] = {name: [n for g, members in graph.groups().items()
+                                        if g in set(search["float_groups"]) for n in members]
+                                 for name, graph in graphs.items()}
+        study["search"] = search
+    study["evaluations"] = evaluator.evaluations
+    study["seconds"] = round(time.monotonic() - start, 1)
+    return study
