@@ -3,13 +3,30 @@
 Keys follow WeNet's exporter (read by WeNet's onnxruntime runtime) plus sherpa-onnx's names.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping
 
 import onnx
 
 from ..model.asr_model import ASRModel
-from ..model.subsampling import decoding_window
+from ..model.subsampling import Geometry, decoding_window
+
+
+@dataclass(frozen=True)
+class StreamGeometry:
+    """The streaming facts an exported encoder carries (written by `model_geometry`, read back by
+    every backend that drives an exported graph)."""
+
+    input: Geometry  # subsampling rate, right context, feature dimension
+    chunk_size: int  # encoder frames per chunk
+    left_chunks: int  # cached chunks of left context (-1: unlimited)
+    decoding_window: int  # feature frames of one chunk's input window
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str]) -> "StreamGeometry":
+        geometry = Geometry(int(meta["subsampling_rate"]), int(meta["right_context"]), int(meta["feature_size"]))
+        return cls(geometry, int(meta["chunk_size"]), int(meta["left_chunks"]), int(meta["decoding_window"]))
 
 
 def model_geometry(model: ASRModel, chunk_size: int, left_chunks: int) -> Dict[str, object]:

@@ -1,6 +1,7 @@
 """Decoding over a backend-neutral interface (PyTorch here; onnxruntime backends plug in the same way)."""
 
-from .backend import Backend, Geometry, TorchBackend
+from ..model.subsampling import Geometry
+from .backend import Backend, TorchBackend
 from .recognizer import MODES, DecodeOptions, Recognition, recognize
 from .search import attention_rescoring, ctc_greedy_search, ctc_prefix_beam_search
 from .streaming import chunk_windows, stream_encode

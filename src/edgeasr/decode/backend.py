@@ -13,16 +13,8 @@ import numpy as np
 import torch
 
 from ..model.asr_model import IGNORE_ID, ASRModel, add_sos_eos, pad_list, reverse_pad_list
+from ..model.subsampling import Geometry
 from .search import Hyp, attention_rescoring, sequence_scores
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """What a streaming driver needs to know about the encoder's input."""
-
-    subsampling_rate: int
-    right_context: int
-    feature_dim: int
 
 
 class Backend(Protocol):

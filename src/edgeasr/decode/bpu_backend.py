@@ -17,9 +17,8 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from ..artifact.metadata import read_metadata
+from ..artifact.metadata import StreamGeometry, read_metadata
 from ..artifact.onnx_io import session
-from .backend import Geometry
 from .search import Hyp
 
 PROTOCOLS = ("exact", "board")
@@ -46,10 +45,9 @@ class OnnxBpuBackend:
     def __init__(self, encoder: Path, ctc: Path, protocol: str = "exact", threads: int = 1):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol {protocol!r}: use one of {PROTOCOLS}")
-        meta = read_metadata(encoder)
-        self.geometry = Geometry(int(meta["subsampling_rate"]), int(meta["right_context"]), int(meta["feature_size"]))
-        self.chunk_size, self.left_chunks = int(meta["chunk_size"]), int(meta["left_chunks"])
-        self.window = int(meta["decoding_window"])
+        stream = StreamGeometry.from_metadata(read_metadata(encoder))
+        self.geometry, self.chunk_size, self.left_chunks = stream.input, stream.chunk_size, stream.left_chunks
+        self.window = stream.decoding_window
         self.protocol = protocol
         self.encoder, self.ctc = session(encoder, threads), session(ctc, threads)
         self.shapes = {i.name: tuple(i.shape) for i in self.encoder.get_inputs()}

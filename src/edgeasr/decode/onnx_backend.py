@@ -6,9 +6,9 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..artifact.metadata import read_metadata
+from ..artifact.metadata import StreamGeometry, read_metadata
 from ..artifact.onnx_io import session
-from .backend import Geometry, ScoringBackend
+from .backend import ScoringBackend
 from .search import Hyp, sequence_scores
 
 
@@ -27,9 +27,8 @@ class OnnxCpuBackend(ScoringBackend):
 
     def __init__(self, encoder: Path, ctc: Path, decoder: Optional[Path], threads: int = 1):
         meta = read_metadata(encoder)
-        self.geometry = Geometry(int(meta["subsampling_rate"]), int(meta["right_context"]), int(meta["feature_size"]))
-        self.chunk_size = int(meta["chunk_size"])
-        self.left_chunks = int(meta["left_chunks"])
+        stream = StreamGeometry.from_metadata(meta)
+        self.geometry, self.chunk_size, self.left_chunks = stream.input, stream.chunk_size, stream.left_chunks
         self.sos, self.eos = int(meta["sos_symbol"]), int(meta["eos_symbol"])
         self.encoder = session(encoder, threads)
         self.encoder_inputs = [i.name for i in self.encoder.get_inputs()]
@@ -109,9 +108,9 @@ class OnnxGpuBackend:
 
     def __init__(self, encoder: Path, encoder_streaming: Optional[Path], decoder: Optional[Path], threads: int = 1):
         meta = read_metadata(encoder)
-        self.geometry = Geometry(int(meta["subsampling_rate"]), int(meta["right_context"]), int(meta["feature_size"]))
-        self.chunk_size, self.left_chunks = int(meta["chunk_size"]), int(meta["left_chunks"])
-        self.window = int(meta["decoding_window"])
+        stream = StreamGeometry.from_metadata(meta)
+        self.geometry, self.chunk_size, self.left_chunks = stream.input, stream.chunk_size, stream.left_chunks
+        self.window = stream.decoding_window
         self.vocab_size = int(meta["vocab_size"])
         self.sos, self.eos = int(meta["sos_symbol"]), int(meta["eos_symbol"])
         self.weights = (float(meta["ctc_weight"]), float(meta["reverse_weight"]))

@@ -9,7 +9,8 @@ from typing import Iterator, Tuple
 import numpy as np
 
 from ..model.subsampling import chunk_stride, decoding_window, min_input_frames
-from .backend import Backend, Geometry
+from ..model.subsampling import Geometry
+from .backend import Backend
 
 
 def chunk_windows(num_frames: int, geometry: Geometry, chunk_size: int) -> Iterator[Tuple[int, int]]:

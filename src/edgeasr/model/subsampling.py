@@ -5,11 +5,21 @@ frame needs `right_context + 1` input frames. Key names (`conv.0`, `conv.2`, `ou
 follow WeNet's state_dict.
 """
 
+from dataclasses import dataclass
 from typing import List, Tuple
 
 import torch
 
 from .embedding import Offset
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What a streaming driver needs to know about the encoder's input."""
+
+    subsampling_rate: int
+    right_context: int
+    feature_dim: int
 
 
 def min_input_frames(right_context: int) -> int:

@@ -1,0 +1,99 @@
+"""Scoring an artifact against the PyTorch reference with stand-in backends, and the benchmark's
+FLOP count on a graph whose MACs are known."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from conftest import make_model
+from edgeasr.bench import graph_flops
+from edgeasr.decode import DecodeOptions, TorchBackend
+from edgeasr.evaluate.compare import decode_reference, evaluate_family
+from edgeasr.frontend.datalist import Utterance
+from edgeasr.frontend.dataset import PreparedUtterance
+
+ARCH = "conformer_nopos_conv2d8_relu_causal_bn"
+OPTS = DecodeOptions(4, 2, beam_size=3, modes=("ctc_greedy", "ctc_prefix_beam"))
+
+
+class Shifted(TorchBackend):
+    """The PyTorch model with every CTC log-prob shifted by `shift`: the greedy path is unchanged (a
+    prefix beam over unnormalized scores is not, so only greedy is compared)."""
+
+    def __init__(self, model, shift: float):
+        super().__init__(model)
+        self.shift = shift
+
+    def encode_chunk(self, window, state):
+        out, log_probs, state = super().encode_chunk(window, state)
+        return out, log_probs + self.shift, state
+
+
+class Silent(TorchBackend):
+    """A backend that hears nothing: blank wins every frame."""
+
+    def encode_chunk(self, window, state):
+        out, log_probs, state = super().encode_chunk(window, state)
+        log_probs = np.full_like(log_probs, -30.0)
+        log_probs[:, 0] = 0.0
+        return out, log_probs, state
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = make_model(ARCH, feat_dim=20)
+    rng = np.random.default_rng(0)
+    id_to_token = {i: chr(0x4E00 + i) for i in range(model.vocab_size)}
+    reference_backend = TorchBackend(model)
+    prepared = []
+    for i in range(4):
+        feats = (rng.standard_normal((80 + 24 * i, 20)) * 2 + 5).astype(np.float32)
+        prepared.append(PreparedUtterance(Utterance(f"u{i}", f"u{i}.wav", ""), feats, 1.0, 0.0))
+    # Transcripts: what PyTorch decodes, so its CER is 0 and every difference is the artifact's.
+    first = decode_reference(reference_backend, prepared, {"streaming": OPTS}, id_to_token)
+    prepared = [PreparedUtterance(Utterance(p.utt.key, p.utt.wav, first.hyps[p.utt.key]["streaming"]["ctc_greedy"]),
+                                  p.feats, p.seconds, p.feature_seconds) for p in prepared]
+    assert all(p.utt.txt for p in prepared), "the random model decodes nothing: change the seed"
+    reference = decode_reference(reference_backend, prepared, {"streaming": OPTS}, id_to_token)
+    return model, prepared, id_to_token, reference
+
+
+def test_same_hypotheses_score_zero_delta_and_report_the_log_prob_gap(setup):
+    model, prepared, id_to_token, reference = setup
+    assert reference.metrics["streaming"]["ctc_greedy"]["cer"] == 0.0
+    result = evaluate_family(TorchBackend(model), prepared, OPTS, "streaming", id_to_token, reference, "same")
+    for mode in OPTS.modes:
+        assert result[mode]["cer_delta"] == 0.0 and result[mode]["identical"] == 1.0
+    assert result["max_abs_log_prob_diff"] == 0.0
+    greedy = DecodeOptions(4, 2, modes=("ctc_greedy",))
+    result = evaluate_family(Shifted(model, 0.25), prepared, greedy, "streaming", id_to_token, reference, "shifted")
+    assert result["ctc_greedy"] == {"cer": 0.0, "cer_delta": 0.0, "identical": 1.0}
+    assert result["max_abs_log_prob_diff"] == pytest.approx(0.25, rel=1e-3)
+    assert result["chunk_audio_ms"] == 4 * 8 * 10 and result["rtf"] > 0
+
+
+def test_an_artifact_that_decodes_nothing_costs_every_character(setup):
+    model, prepared, id_to_token, reference = setup
+    result = evaluate_family(Silent(model), prepared, OPTS, "streaming", id_to_token, reference, "silent",
+                             frames_align=False)
+    assert result["ctc_greedy"] == {"cer": 100.0, "cer_delta": 100.0, "identical": 0.0}
+    assert "max_abs_log_prob_diff" not in result
+
+
+def test_graph_flops_count_conv_and_matmul_macs(tmp_path):
+    """Conv 3->8, 3x3 kernel on a 1x3x10x10 input (pads 1): 8*10*10 outputs x 27 MACs; MatMul
+    (10x16)@(16x4): 40 outputs x 16 MACs. FLOPs = 2 x MACs; the Relu counts nothing."""
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], np.zeros(216, np.float32))
+    matrix = helper.make_tensor("m", TensorProto.FLOAT, [16, 4], np.zeros(64, np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["r"], name="relu"),
+         helper.make_node("MatMul", ["y", "m"], ["z"], name="matmul")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 10, 10]),
+              helper.make_tensor_value_info("y", TensorProto.FLOAT, [10, 16])],
+        [helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 8, 10, 10]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [10, 4])], [weight, matrix])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    assert graph_flops(path) == 2 * (8 * 10 * 10 * 27 + 40 * 16)
