@@ -16,11 +16,12 @@ import onnx
 from ..artifact.metadata import read_metadata, write_metadata
 from ..errors import EdgeAsrError
 from .calibration import calibration_folders, read_samples
-from .hb_config import read_config, run_on_cpu_list, with_calibration_method, with_run_on_cpu, write_config
+from .hb_config import read_config, run_on_cpu_list, with_calibration_method, write_config
 from .hb_mapper import collect_outputs, parse_cosine_table, run_makertbin
 from .int8_groups import QuantGraph
 from .placement import read_placement
-from .quantize import calibrate, node_cosines, output_cosine, write_qdq
+from .quantize import node_cosines, output_cosine, write_qdq
+from .ranges import calibrate
 
 log = logging.getLogger(__name__)
 MODELS = ("ctc", "encoder")  # WeNet's X3 recipe compiles ctc first, then the encoder
