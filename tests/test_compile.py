@@ -94,6 +94,22 @@ def test_calibration_is_byte_identical_and_says_when_short(setup, tmp_path):
     assert many["utterances_used"] == 6 and "all are used" in many["note"]
 
 
+def test_calibration_follows_the_shared_data_policy(setup, tmp_path):
+    """Too short for one output frame: skipped and counted; unreadable: stops, naming the list line."""
+    root, paths, _ = setup
+    short = tmp_path / "short.wav"
+    soundfile.write(short, np.zeros(800, np.float32), 16000)  # 0.05 s
+    lines = (root / "cali.list").read_text().splitlines()
+    listed = tmp_path / "with_short.list"
+    listed.write_text("\n".join(lines[:2] + [json.dumps({"key": "short", "wav": str(short), "txt": "x"})]) + "\n")
+    manifest = build_calibration(paths["encoder"], paths["ctc"], listed, 50, 0, tmp_path / "cal")
+    assert manifest["utterances_used"] == 2 and manifest["data"]["skipped_too_short"] == 1
+    broken = tmp_path / "broken.list"
+    broken.write_text(lines[0] + "\n" + json.dumps({"key": "gone", "wav": str(tmp_path / "gone.wav"), "txt": "x"}) + "\n")
+    with pytest.raises(EdgeAsrError, match=r"broken\.list:2: .*gone\.wav"):
+        build_calibration(paths["encoder"], paths["ctc"], broken, 50, 0, tmp_path / "cal2")
+
+
 def configs(setup, tmp_path, run_on_cpu=()):
     root, paths, _ = setup
     out = {}

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from ..decode.bpu_backend import OnnxBpuBackend
 from ..decode.streaming import chunk_windows
 from ..errors import EdgeAsrError
-from ..frontend import compute_fbank, read_audio, read_data_list
+from ..frontend.dataset import prepare
+from ..model.subsampling import min_input_frames
 
 log = logging.getLogger(__name__)
 
@@ -47,40 +48,38 @@ def write_sample(folder: Path, name: str, array: np.ndarray) -> None:
 
 
 def build_calibration(encoder: Path, ctc: Path, data_list: Path, max_samples: int, seed: int, out: Path) -> dict:
-    """Write the calibration folders under `out`; returns the manifest."""
-    utts = read_data_list(data_list)
+    """Write the calibration folders under `out`; returns the manifest. The list is read under the
+    data policy every stage shares (frontend.dataset): an unreadable file stops naming its line, an
+    utterance shorter than one output frame is skipped and counted in the manifest's `data`."""
+    backend = OnnxBpuBackend(encoder, ctc, "exact")
+    prepared = prepare(data_list, 0, min_input_frames(backend.geometry.right_context))
+    utts = prepared.utterances
     chosen = select_utterances(len(utts), max_samples, seed)
     note = ""
     if max_samples > len(utts):
-        note = f"asked for {max_samples} utterances, {data_list} has {len(utts)}: all are used"
+        note = f"asked for {max_samples} utterances, {data_list} has {len(utts)} usable: all are used"
         log.warning(note)
-    backend = OnnxBpuBackend(encoder, ctc, "exact")
     rng = np.random.default_rng(seed + 1)
     counts: Dict[str, int] = {}
     samples: List[str] = []
     for index in tqdm(chosen, desc="calibrate", unit="utt"):
-        utt = utts[index]
-        feats = compute_fbank(read_audio(utt.wav))
+        utt, feats = utts[index].utt, utts[index].feats
         windows = list(chunk_windows(feats.shape[0], backend.geometry, backend.chunk_size))
-        if not windows:
-            log.warning("%s: shorter than one chunk window, skipped", utt.key)
-            continue
         pick = int(rng.integers(len(windows)))
         state = backend.start_stream(backend.chunk_size, backend.left_chunks)
         for chunk_index, (start, end) in enumerate(windows):
-            feeds, _ = backend.inputs(feats[start:end], state)
+            feeds, hidden, _, state = backend.step(feats[start:end], state)
             stem = f"{utt.key}.{chunk_index}.bin"
             if chunk_index == pick:
                 for name, array in feeds.items():
                     write_sample(out / ENCODER_DIR / name, stem, array)
                     counts[name] = counts.get(name, 0) + 1
                 samples.append(stem)
-            outputs = backend.encoder.run(None, feeds)
-            write_sample(out / CTC_DIR / "hidden", stem, outputs[0])
+            write_sample(out / CTC_DIR / "hidden", stem, hidden)
             counts["hidden"] = counts.get("hidden", 0) + 1
-            state = type(state)(state.chunks_done + 1, outputs[1], outputs[2])
     manifest = {
         "data_list": str(data_list),
+        "data": prepared.report,
         "utterances_available": len(utts),
         "utterances_used": len(samples),
         "max_samples": max_samples,

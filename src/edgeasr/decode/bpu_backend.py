@@ -89,13 +89,17 @@ class OnnxBpuBackend:
         }
         return feeds, valid
 
-    def encode_chunk(self, window: np.ndarray, state: BpuStreamState) -> Tuple[np.ndarray, np.ndarray, BpuStreamState]:
+    def step(self, window: np.ndarray, state: BpuStreamState) -> Tuple[dict, np.ndarray, int, BpuStreamState]:
+        """One encoder call on a window (W', F): its feeds, the hidden output (1, D, 1, chunk), the
+        number of real output frames, and the state the next chunk starts from."""
         feeds, valid = self.inputs(window, state)
         outputs = self.encoder.run(None, feeds)
-        hidden = outputs[0]  # (1, D, 1, chunk)
+        return feeds, outputs[0], valid, BpuStreamState(state.chunks_done + 1, outputs[1], outputs[2])
+
+    def encode_chunk(self, window: np.ndarray, state: BpuStreamState) -> Tuple[np.ndarray, np.ndarray, BpuStreamState]:
+        _, hidden, valid, next_state = self.step(window, state)
         logits = self.ctc.run(None, {"hidden": hidden})[0][0, :, 0, :].T  # (chunk, V)
         keep = valid if self.protocol == "exact" else self.chunk_size
-        next_state = BpuStreamState(state.chunks_done + 1, outputs[1], outputs[2])
         return hidden[0, :, 0, :keep].T, log_softmax(logits[:keep]), next_state
 
     def pick_rescored(self, encoder_out: np.ndarray, beam: Sequence[Tuple[Hyp, float]], ctc_weight: float,

@@ -1,8 +1,8 @@
 """A data.list read for decoding: features once per utterance, one policy for unusable utterances,
 and a report of what a user should know about their data.
 
-The policy, the same in every stage that decodes a list (eval_torch, eval_onnx, eval_bpu,
-eval_quant, the export parity checks):
+The policy, the same in every stage that reads a list (eval_torch, eval_onnx, eval_bpu,
+eval_quant, the export parity checks, calibrate, compile's dev split, the demo trainer):
 - unreadable or empty audio: stop, naming the list, the line and the file. Skipping would give
   every artifact the same silent gap and a CER over fewer utterances than the user thinks.
 - shorter than one output frame of the model (right context + 1 feature frames: 15 frames,
