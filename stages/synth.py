@@ -15,7 +15,7 @@ def main(argv: list) -> None:
     if not p.data.synth.enabled:
         (out / "README.txt").write_text(f"Nothing synthesized: data={p.data.name} uses its own lists.\n")
         return
-    cfg = dataclass_from(CorpusConfig, p.data.synth)
+    cfg = dataclass_from(CorpusConfig, p.data.synth, "data.synth", ("enabled",))
     print(build_corpus(cfg, out))
 
 

@@ -4,7 +4,7 @@ the tiny and x3_110m presets); otherwise nothing: the shipped models/<name> or y
 from pathlib import Path
 
 from edgeasr.cli import fresh_dir, run_stage, write_json
-from edgeasr.demo.trainer import TrainConfig, train
+from edgeasr.demo.trainer import TRAIN_SECTION_EXTRAS, TrainConfig, train
 from edgeasr.params import dataclass_from, load_stage_params, to_dict
 from edgeasr.paths import TRAIN_METRICS, TRAINED_MODEL
 
@@ -13,13 +13,13 @@ OUT = TRAINED_MODEL
 
 def main(argv: list) -> None:
     p = load_stage_params("train", argv)
-    fresh_dir(OUT)
     t = p.model.train
-    if not t.enabled:
+    cfg = dataclass_from(TrainConfig, t, "model.train", TRAIN_SECTION_EXTRAS) if t.enabled else None
+    fresh_dir(OUT)
+    if cfg is None:
         (OUT / "README.txt").write_text(f"Nothing trained: model={p.model.name} is read from model.dir.\n")
         write_json(TRAIN_METRICS, {"trained": False})
         return
-    cfg = dataclass_from(TrainConfig, t)
     report = train(to_dict(t.architecture), cfg, Path(p.data.train_list), Path(p.data.units), OUT)
     write_json(TRAIN_METRICS, {"trained": True, **report})
 

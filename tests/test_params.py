@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
 from edgeasr.errors import EdgeAsrError
-from edgeasr.params import compose, declared_params, load_stage_params
+from edgeasr.params import compose, dataclass_from, declared_params, load_stage_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,3 +110,19 @@ def test_bad_values_are_one_line_errors_naming_the_key(project, stage, override,
 def test_every_rule_accepts_the_committed_defaults(project):
     for stage in ("eval_torch", "eval_onnx", "export", "calibrate", "compile", "train"):
         load_stage_params(stage, [], project)  # raises on any committed value outside its rule
+
+
+def test_dataclass_from_names_unknown_and_missing_settings():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Settings:
+        seed: int
+        rates: tuple
+
+    section = OmegaConf.create({"seed": 1, "rates": [1, 2], "enabled": True})
+    assert dataclass_from(Settings, section, "x", ("enabled",)) == Settings(1, (1, 2))
+    with pytest.raises(EdgeAsrError, match=r"x\.enabled: no such setting \(known: rates, seed\)"):
+        dataclass_from(Settings, section, "x")
+    with pytest.raises(EdgeAsrError, match=r"x\.rates: not set"):
+        dataclass_from(Settings, OmegaConf.create({"seed": 1}), "x")

@@ -187,9 +187,18 @@ def to_dict(cfg: DictConfig) -> Dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def dataclass_from(cls: Type[T], section: DictConfig) -> T:
-    """A config dataclass from the params section holding its fields (lists become tuples)."""
-    values = {f.name: section[f.name] for f in fields(cls) if f.name in section}
+def dataclass_from(cls: Type[T], section: DictConfig, name: str, other_keys: Sequence[str] = ()) -> T:
+    """A config dataclass from the params section `name` holding its fields (lists become tuples).
+    Every key of the section is a field or one of `other_keys` (read elsewhere); any other key, or a
+    missing field, is an error naming it."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(section.keys()) - names - set(other_keys))
+    if unknown:
+        raise EdgeAsrError(f"{name}.{unknown[0]}: no such setting (known: {', '.join(sorted(names | set(other_keys)))})")
+    missing = sorted(names - set(section.keys()))
+    if missing:
+        raise EdgeAsrError(f"{name}.{missing[0]}: not set")
+    values = {f.name: section[f.name] for f in fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, ListConfig) else v for k, v in values.items()})
 
 

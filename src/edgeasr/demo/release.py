@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from ..cli import run_stage
 from ..errors import EdgeAsrError
 from ..params import compose, dataclass_from, to_dict
-from .trainer import TrainConfig, train
+from .trainer import TRAIN_SECTION_EXTRAS, TrainConfig, train
 
 PROVENANCE = "provenance.json"
 
@@ -64,7 +64,7 @@ def release(out_dir: Path, overrides: Sequence[str]) -> Dict[str, Any]:
                    "train_list": params.data.train_list},
         "hardware": hardware(),
     }
-    report = train(to_dict(params.model.train.architecture), dataclass_from(TrainConfig, params.model.train),
+    report = train(to_dict(params.model.train.architecture), dataclass_from(TrainConfig, params.model.train, "model.train", TRAIN_SECTION_EXTRAS),
                    Path(params.data.train_list), Path(params.data.units), out_dir)
     record["training"] = report
     (out_dir / PROVENANCE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")

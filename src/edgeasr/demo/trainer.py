@@ -41,6 +41,9 @@ from ..model.ffn import MoEFFNLayer
 from ..model.subsampling import SUBSAMPLING_CLASSES, min_input_frames
 
 
+TRAIN_SECTION_EXTRAS = ("enabled", "architecture")  # model.train keys that are not TrainConfig fields
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int
