@@ -17,7 +17,7 @@ ARCH = "conformer_nopos_conv2d8_relu_causal_bn"
 def config(full_context_prob: float) -> TrainConfig:
     return TrainConfig(seed=0, time_budget_s=1, max_epochs=1, batch_frames=1000, peak_lr=1e-3, warmup_steps=1,
                        grad_clip=5.0, threads=1, spec_aug=False, bf16=True, full_context_prob=full_context_prob,
-                       decoder_only_share=0.0)
+                       decoder_only_share=0.0, frozen_norm_share=0.0, init_from=None)
 
 
 @pytest.mark.parametrize("prob", [0.0, 0.2, 0.5])
@@ -88,3 +88,36 @@ def test_chunk_size_sets_the_attention_mask():
         again = model(*batch(), chunk_size=-1)["loss_ctc"]
         chunk = model(*batch(), chunk_size=1)["loss_ctc"]
     assert full.item() == again.item() and chunk.item() != full.item()
+
+
+def test_phase_plan_orders_and_sizes_the_phases():
+    from dataclasses import replace
+
+    from edgeasr.demo.trainer import phase_plan
+
+    cfg = replace(config(0.3), time_budget_s=1000)
+    assert phase_plan(cfg, True) == [("hybrid", 1000)]
+    assert phase_plan(replace(cfg, decoder_only_share=0.1), True) == [("ctc", 900), ("decoder", 100)]
+    assert phase_plan(replace(cfg, decoder_only_share=0.1, frozen_norm_share=0.2), True) == [
+        ("ctc", 700), ("ctc_frozen_norm", 200), ("decoder", 100)]
+    assert phase_plan(replace(cfg, decoder_only_share=0.1, frozen_norm_share=0.9), True) == [
+        ("ctc_frozen_norm", 900), ("decoder", 100)]
+    assert phase_plan(replace(cfg, decoder_only_share=0.1), False) == [("ctc", 1000)]  # no decoder to train
+
+
+def test_frozen_norm_phase_keeps_batch_norm_statistics():
+    from edgeasr.demo.trainer import enter_phase
+
+    model = make_model(ARCH)
+    model.train()
+    enter_phase(model, "ctc_frozen_norm")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms and all(not m.training for m in norms) and model.encoder.training
+    before = [m.running_mean.clone() for m in norms]
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(2, 60, 20, generator=g) * 2 + 5
+    ys = torch.randint(2, VOCAB - 1, (2, 5), generator=g)
+    loss = model(xs, torch.tensor([60, 50]), ys, torch.tensor([5, 4]), -1)["loss_ctc"]
+    loss.backward()
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before, norms))
+    assert norms[0].weight.grad is not None  # the affine part still learns

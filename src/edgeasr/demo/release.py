@@ -64,6 +64,11 @@ def release(out_dir: Path, overrides: Sequence[str]) -> Dict[str, Any]:
                    "train_list": params.data.train_list},
         "hardware": hardware(),
     }
+    init_from = params.model.train.get("init_from")
+    if init_from:  # read before training overwrites it when the model is refined in place
+        init_record = Path(init_from) / PROVENANCE
+        record["init_from"] = {"dir": init_from,
+                               "provenance": json.loads(init_record.read_text()) if init_record.is_file() else None}
     report = train(to_dict(params.model.train.architecture), dataclass_from(TrainConfig, params.model.train, "model.train", TRAIN_SECTION_EXTRAS),
                    Path(params.data.train_list), Path(params.data.units), out_dir)
     record["training"] = report

@@ -35,7 +35,7 @@ from ..frontend import load_cmvn, read_symbol_table
 from ..frontend.cmvn import cmvn_stats_json
 from ..frontend.dataset import prepare
 from ..frontend.fbank import wenet_dataset_conf
-from ..model import ModelSpec, build_model
+from ..model import ModelSpec, build_model, load_model
 from ..model.asr_model import IGNORE_ID
 from ..model.ffn import MoEFFNLayer
 from ..model.subsampling import SUBSAMPLING_CLASSES, min_input_frames
@@ -58,6 +58,8 @@ class TrainConfig:
     bf16: bool  # bf16 autocast when the CPU has native bf16 (avx512_bf16 / AMX); float32 elsewhere
     full_context_prob: float  # share of batches with full attention; the rest get a chunk in [1, 25]
     decoder_only_share: float  # last share of the budget that trains only the decoder (0 = hybrid loss)
+    frozen_norm_share: float  # share before the decoder phase: CTC with BatchNorm statistics frozen
+    init_from: Optional[str]  # a model directory whose weights and CMVN start training (None: random)
 
 
 def training_chunk(cfg: TrainConfig, rng: random.Random) -> int:
@@ -127,7 +129,7 @@ def collate(
     )
 
 
-PHASES = ("hybrid", "ctc", "decoder")  # what a step's loss trains (see the module docstring)
+PHASES = ("hybrid", "ctc", "ctc_frozen_norm", "decoder")  # what a step trains (see the module docstring)
 
 
 def phase_loss(model: torch.nn.Module, batch: Tuple[torch.Tensor, ...], chunk_size: int, phase: str) -> torch.Tensor:
@@ -136,7 +138,7 @@ def phase_loss(model: torch.nn.Module, batch: Tuple[torch.Tensor, ...], chunk_si
     if phase == "hybrid":
         return model(*batch, chunk_size)["loss"]
     xs, xlens, ys, ylens = batch
-    if phase == "ctc":
+    if phase in ("ctc", "ctc_frozen_norm"):
         encoder_out, encoder_mask = model.encoder(xs, xlens, chunk_size)
         return model.ctc(encoder_out, encoder_mask.squeeze(1).sum(1), ys, ylens)
     with torch.no_grad():
@@ -183,17 +185,21 @@ def learning_rate(cfg: TrainConfig, step: int, elapsed_fraction: float) -> float
 
 
 def phase_plan(cfg: TrainConfig, has_decoder: bool) -> List[Tuple[str, float]]:
-    """The phases in order, each with its wall-clock budget in seconds."""
-    if not has_decoder:
-        return [("ctc", cfg.time_budget_s)]
-    if cfg.decoder_only_share <= 0:
-        return [("hybrid", cfg.time_budget_s)]
-    decoder_s = cfg.time_budget_s * cfg.decoder_only_share
-    return [("ctc", cfg.time_budget_s - decoder_s), ("decoder", decoder_s)]
+    """The phases in order, each with its wall-clock budget in seconds (phases of 0 s left out)."""
+    decoder_s = cfg.time_budget_s * cfg.decoder_only_share if has_decoder else 0.0
+    frozen_s = cfg.time_budget_s * cfg.frozen_norm_share
+    first = "hybrid" if has_decoder and cfg.decoder_only_share <= 0 else "ctc"
+    plan = [(first, cfg.time_budget_s - frozen_s - decoder_s), ("ctc_frozen_norm", frozen_s), ("decoder", decoder_s)]
+    return [(phase, seconds) for phase, seconds in plan if seconds > 0] or [(first, 0.0)]
 
 
 def enter_phase(model: torch.nn.Module, phase: str) -> None:
-    """Freeze the encoder and CTC head for the decoder phase (eval mode: BatchNorm statistics fixed)."""
+    """ctc_frozen_norm: BatchNorm in eval mode (running statistics used and no longer updated);
+    decoder: the encoder and CTC head frozen whole (eval mode, no gradients)."""
+    if phase == "ctc_frozen_norm":
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
     if phase != "decoder":
         return
     for module in (model.encoder, model.ctc):
@@ -217,11 +223,20 @@ def train(
         raise EdgeAsrError(f"{train_list}: no utterance has a transcript")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "global_cmvn").write_text(json.dumps(cmvn_stats_json(feats)))
+    init = load_model(Path(cfg.init_from))[0] if cfg.init_from else None
+    if init is not None:  # its CMVN: the weights were trained on features normalized by it
+        (out_dir / "global_cmvn").write_text((Path(cfg.init_from) / "global_cmvn").read_text())
+    else:
+        (out_dir / "global_cmvn").write_text(json.dumps(cmvn_stats_json(feats)))
     (out_dir / "units.txt").write_text(units.read_text(encoding="utf-8"), encoding="utf-8")
     train_yaml = make_train_yaml(architecture, symbols, feats[0].shape[1])
     (out_dir / "train.yaml").write_text(yaml.safe_dump(train_yaml, allow_unicode=True, sort_keys=False))
     model = build_model(ModelSpec(train_yaml, len(symbols)), load_cmvn(out_dir / "global_cmvn", True))
+    if init is not None:
+        try:
+            model.load_state_dict(init.state_dict())
+        except RuntimeError as exc:
+            raise EdgeAsrError(f"model.train.init_from={cfg.init_from}: not this architecture ({str(exc).splitlines()[0]})")
 
     # NOTE: MoE layers train in their dense form (every expert runs, the top-k gate weights them):
     # the same function and gradients as routing, 2.5-3x faster per step on CPU at demo size, where
