@@ -1,15 +1,21 @@
 """The demo trainer's pieces: chunk sampling, losses under bf16 autocast, per-batch chunk masks."""
 
+import json
 import random
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 import torch
-from conftest import VOCAB, make_model
+from conftest import ARCHITECTURES, VOCAB, make_model, train_yaml, write_model_dir
 
-from edgeasr.demo.trainer import TrainConfig, train_step, training_chunk
+from edgeasr.demo.trainer import TrainConfig, enter_phase, phase_plan, train, train_step, training_chunk
+from edgeasr.errors import EdgeAsrError
+from edgeasr.model import load_model
 
 ARCH = "conformer_nopos_conv2d8_relu_causal_bn"
 
@@ -91,10 +97,6 @@ def test_chunk_size_sets_the_attention_mask():
 
 
 def test_phase_plan_orders_and_sizes_the_phases():
-    from dataclasses import replace
-
-    from edgeasr.demo.trainer import phase_plan
-
     cfg = replace(config(0.3), time_budget_s=1000)
     assert phase_plan(cfg, True) == [("hybrid", 1000)]
     assert phase_plan(replace(cfg, decoder_only_share=0.1), True) == [("ctc", 900), ("decoder", 100)]
@@ -106,8 +108,6 @@ def test_phase_plan_orders_and_sizes_the_phases():
 
 
 def test_frozen_norm_phase_keeps_batch_norm_statistics():
-    from edgeasr.demo.trainer import enter_phase
-
     model = make_model(ARCH)
     model.train()
     enter_phase(model, "ctc_frozen_norm")
@@ -121,3 +121,23 @@ def test_frozen_norm_phase_keeps_batch_norm_statistics():
     loss.backward()
     assert all(torch.equal(a, m.running_mean) for a, m in zip(before, norms))
     assert norms[0].weight.grad is not None  # the affine part still learns
+
+
+def test_init_from_starts_from_the_checkpoint_or_names_the_mismatch(tmp_path):
+    """A refinement starts from the given model's weights and CMVN; another architecture is refused."""
+    start = write_model_dir(tmp_path / "start", ARCH, feat_dim=80)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(2):
+        soundfile.write(tmp_path / f"{i}.wav", rng.normal(0, 0.1, 16000).astype(np.float32), 16000)
+        lines.append(json.dumps({"key": str(i), "wav": str(tmp_path / f"{i}.wav"), "txt": "\u4e00\u4e01"}))
+    (tmp_path / "train.list").write_text("\n".join(lines) + "\n")
+    architecture = {k: v for k, v in train_yaml(ARCH, 80).items() if k in ARCHITECTURES[ARCH]}
+    cfg = replace(config(1.0), time_budget_s=0, init_from=str(tmp_path / "start"))
+    train(architecture, cfg, tmp_path / "train.list", tmp_path / "start" / "units.txt", tmp_path / "out")
+    refined, _, _ = load_model(tmp_path / "out")
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), refined.state_dict().values()))
+    assert (tmp_path / "out" / "global_cmvn").read_text() == (tmp_path / "start" / "global_cmvn").read_text()
+    other = {**architecture, "encoder_conf": {**architecture["encoder_conf"], "num_blocks": 3}}
+    with pytest.raises(EdgeAsrError, match=r"model\.train\.init_from=.*start: not this architecture"):
+        train(other, cfg, tmp_path / "train.list", tmp_path / "start" / "units.txt", tmp_path / "out2")
