@@ -181,3 +181,11 @@ def test_encoder_io_is_what_the_board_runtime_indexes(exported, key):
         meta = read_metadata(path)
         n = len(meta["input_name"].split(";"))
         assert meta["input_layout_rt"] == meta["input_layout_train"] == ";".join(["NCHW"] * n)
+
+
+def test_a_graph_for_another_runtime_is_refused_by_its_model_type(exported):
+    from edgeasr.decode.onnx_backend import OnnxCpuBackend
+
+    _, paths = exported["wenet_x3"]
+    with pytest.raises(EdgeAsrError, match=r"model_type 'wenet_x3_bpu', expected wenet_cpu or wenet_ctc"):
+        OnnxCpuBackend(paths["encoder"], paths["ctc"], None)

@@ -5,10 +5,11 @@ Keys follow WeNet's exporter (read by WeNet's onnxruntime runtime) plus sherpa-o
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Sequence
 
 import onnx
 
+from ..errors import EdgeAsrError
 from ..model.asr_model import ASRModel
 from ..model.subsampling import Geometry, decoding_window
 
@@ -72,6 +73,12 @@ def write_metadata(path: Path, meta: Mapping[str, object]) -> None:
     onnx.save(proto, str(path))
 
 
-def read_metadata(path: Path) -> Dict[str, str]:
+def read_metadata(path: Path, model_types: Sequence[str] = ()) -> Dict[str, str]:
+    """The file's metadata_props; with `model_types`, the contract a runtime asserts before it drives
+    the graph: a file exported for another runtime (its inputs, caches and outputs differ) is refused."""
     proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if model_types and meta.get("model_type") not in model_types:
+        raise EdgeAsrError(f"{path}: model_type {meta.get('model_type')!r}, expected {' or '.join(model_types)} "
+                           "(a graph exported for another runtime)")
+    return meta

@@ -45,7 +45,7 @@ class OnnxBpuBackend:
     def __init__(self, encoder: Path, ctc: Path, protocol: str = "exact", threads: int = 1):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol {protocol!r}: use one of {PROTOCOLS}")
-        stream = StreamGeometry.from_metadata(read_metadata(encoder))
+        stream = StreamGeometry.from_metadata(read_metadata(encoder, ("wenet_x3_bpu",)))
         self.geometry, self.chunk_size, self.left_chunks = stream.input, stream.chunk_size, stream.left_chunks
         self.window = stream.decoding_window
         self.protocol = protocol

@@ -26,7 +26,7 @@ class OnnxCpuBackend(ScoringBackend):
     result equals PyTorch's chunk-by-chunk decoding for every positional encoding."""
 
     def __init__(self, encoder: Path, ctc: Path, decoder: Optional[Path], threads: int = 1):
-        meta = read_metadata(encoder)
+        meta = read_metadata(encoder, ("wenet_cpu", "wenet_ctc"))  # cpu/ or sherpa/
         stream = StreamGeometry.from_metadata(meta)
         self.geometry, self.chunk_size, self.left_chunks = stream.input, stream.chunk_size, stream.left_chunks
         self.sos, self.eos = int(meta["sos_symbol"]), int(meta["eos_symbol"])
@@ -107,7 +107,7 @@ class OnnxGpuBackend:
     which leaves greedy search and a prefix beam of width <= K unchanged."""
 
     def __init__(self, encoder: Path, encoder_streaming: Optional[Path], decoder: Optional[Path], threads: int = 1):
-        meta = read_metadata(encoder)
+        meta = read_metadata(encoder, ("wenet_gpu",))
         stream = StreamGeometry.from_metadata(meta)
         self.geometry, self.chunk_size, self.left_chunks = stream.input, stream.chunk_size, stream.left_chunks
         self.window = stream.decoding_window
