@@ -41,7 +41,8 @@ def main(argv: list) -> None:
             scorer = dev_scorer(Path(p.model.dir), settings[0], settings[1], BPU / "encoder.onnx",
                                 BPU / "ctc.onnx", p.compare.threads)
             macs = {n: m for name in MODELS for n, m in node_macs(onnx.load(str(BPU / f"{name}.onnx"))).items()}
-            study = int8_study({n: g[0] for n, g in graphs.items()}, scorer, macs, p.bpu.max_cer_delta, Path(tmp))
+            study = int8_study({n: g.graph for n, g in graphs.items()}, scorer, macs, p.bpu.max_cer_delta,
+                               Path(tmp))
             if "search" in study:
                 configs = {n: with_run_on_cpu(c, study["search"]["float_nodes"][n]) for n, c in configs.items()}
         report = compile_all(configs, graphs, executable, out, p.bpu.cosine_samples)

@@ -192,7 +192,7 @@ def fragile(tmp_path_factory):
 def test_search_finds_the_outlier_channel_by_name_and_meets_the_budget(fragile, tmp_path):
     root, model_dir, paths, configs = fragile
     method = CalibrationSettings("max", 1.0, False)
-    graphs = {name: calibrate_graph(name, configs[name], method, root / "cal", tmp_path)[0] for name in configs}
+    graphs = {name: calibrate_graph(name, configs[name], method, root / "cal", tmp_path).graph for name in configs}
     scorer = dev_scorer(model_dir, root / "dev.list", 0, paths["encoder"], paths["ctc"], 1)
     assert scorer.reference_cer == 0.0  # the transcripts are PyTorch's own hypotheses
     macs = {n: m for p in paths.values() for n, m in node_macs(onnx.load(str(p))).items()}

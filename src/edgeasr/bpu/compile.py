@@ -9,7 +9,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import onnx
 
@@ -33,6 +33,16 @@ class CalibrationSettings:
     calibration_type: str
     max_percentile: float
     per_channel: bool
+
+
+@dataclass(frozen=True)
+class CalibratedGraph:
+    """One graph ready to quantize: its INT8 candidates with ranges, the calibration samples and
+    what the calibration chose."""
+
+    graph: QuantGraph
+    samples: List[dict]
+    calibration: Dict[str, object]
 
 
 def quantized_path(out_dir: Path, name: str) -> Path:
@@ -61,7 +71,7 @@ def read_configs(config_dir: Path, method: CalibrationSettings) -> Dict[str, dic
 
 
 def calibrate_graph(name: str, config: dict, method: CalibrationSettings, cal_dir: Path,
-                    scratch: Path) -> Tuple[QuantGraph, List[dict], Dict[str, object]]:
+                    scratch: Path) -> CalibratedGraph:
     """The graph's INT8 candidates (the BPU nodes minus the config's run_on_cpu) and their ranges,
     computed once like hb_mapper's calibration; returns them, the samples and what was chosen."""
     model = Path(config["model_parameters"]["onnx_model"])
@@ -73,13 +83,13 @@ def calibrate_graph(name: str, config: dict, method: CalibrationSettings, cal_di
     samples = list(read_samples(calibration_folders(cal_dir, name, list(inputs)), inputs))
     ranges, chosen = calibrate(model, samples, bpu_nodes, method.calibration_type, method.max_percentile,
                                method.per_channel, scratch)
-    return QuantGraph(name, model, bpu_nodes, ranges, method.per_channel), samples, chosen
+    return CalibratedGraph(QuantGraph(name, model, bpu_nodes, ranges, method.per_channel), samples, chosen)
 
 
-def compile_emulated(graph: QuantGraph, config: dict, samples: Sequence[dict], chosen: Dict[str, object],
-                     out_dir: Path, cosine_samples: int) -> Dict[str, object]:
+def compile_emulated(calibrated: CalibratedGraph, config: dict, out_dir: Path, cosine_samples: int) -> Dict[str, object]:
     """One model quantized by onnxruntime like hb_mapper would: its INT8 candidates minus the
     config's run_on_cpu, the rest float."""
+    graph, samples = calibrated.graph, calibrated.samples
     folder = out_dir / graph.name
     write_config(folder / "config.yaml", config)  # what hb_mapper would have been given
     run_on_cpu = set(run_on_cpu_list(config))
@@ -87,15 +97,17 @@ def compile_emulated(graph: QuantGraph, config: dict, samples: Sequence[dict], c
     out = quantized_path(out_dir, graph.name)
     write_qdq(graph.float_model, graph.ranges, int8, graph.per_channel, out)
     write_metadata(out, {**read_metadata(graph.float_model), "quantization": "emulated_int8_qdq"})
-    rows = [{"graph": graph.name, **row, "device": "BPU" if row["node"] in set(int8) else "CPU"}
-            for row in node_cosines(graph.float_model, out, samples[:cosine_samples], set(int8))]
-    chosen = {**chosen, "output_cosine_first_sample_final": round(output_cosine(graph.float_model, out, samples[0]), 6)}
+    on_bpu = set(int8)
+    rows = [{"graph": graph.name, **row, "device": "BPU" if row["node"] in on_bpu else "CPU"}
+            for row in node_cosines(graph.float_model, out, samples[:cosine_samples], on_bpu)]
+    chosen = {**calibrated.calibration,
+              "output_cosine_first_sample_final": round(output_cosine(graph.float_model, out, samples[0]), 6)}
     return {"files": {out.name: str(out)}, "nodes": rows, "run_on_cpu": sorted(run_on_cpu),
             "calibration": chosen, "calibration_samples": len(samples), "int8_nodes": len(int8)}
 
 
-def compile_all(configs: Mapping[str, dict], graphs: Mapping[str, Tuple[QuantGraph, List[dict], Dict[str, object]]],
-                executable: Optional[str], out_dir: Path, cosine_samples: int) -> Dict[str, object]:
+def compile_all(configs: Mapping[str, dict], graphs: Mapping[str, CalibratedGraph], executable: Optional[str],
+                out_dir: Path, cosine_samples: int) -> Dict[str, object]:
     """ctc then encoder, by hb_mapper when `executable` is given, else emulated with the calibrated
     `graphs`; returns {mode, <model>: report}, files relative to out_dir."""
     mode = "compiled" if executable else "emulated"
@@ -105,8 +117,7 @@ def compile_all(configs: Mapping[str, dict], graphs: Mapping[str, Tuple[QuantGra
         if executable:
             report[name] = compile_real(executable, name, configs[name], out_dir)
         else:
-            report[name] = compile_emulated(graphs[name][0], configs[name], graphs[name][1], graphs[name][2],
-                                            out_dir, cosine_samples)
+            report[name] = compile_emulated(graphs[name], configs[name], out_dir, cosine_samples)
         # Relative to out_dir: the stage writes into a partial folder and renames it afterwards.
         report[name]["files"] = {k: str(Path(v).relative_to(out_dir)) for k, v in report[name]["files"].items()}
     return report

@@ -9,8 +9,9 @@ norms where they run on the BPU; the cache slicing and concatenation at the grap
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 from onnxruntime.quantization.calibrate import TensorsData
 
@@ -38,8 +39,15 @@ class QuantGraph:
     ranges: TensorsData
     per_channel: bool
 
+    @cached_property
     def groups(self) -> Dict[str, List[str]]:
+        """group -> its nodes, in graph order."""
         out: Dict[str, List[str]] = {}
         for node in self.bpu_nodes:
             out.setdefault(node_group(self.name, node), []).append(node)
         return out
+
+    def nodes_in(self, groups: Iterable[str]) -> List[str]:
+        """The nodes of `groups` (those of other graphs are ignored), in graph order."""
+        chosen = set(groups)
+        return [n for n in self.bpu_nodes if node_group(self.name, n) in chosen]

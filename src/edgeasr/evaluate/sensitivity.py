@@ -17,11 +17,11 @@ from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from ..bpu.int8_groups import QuantGraph
+from ..bpu.quantize import write_qdq
 from ..decode import Backend, TorchBackend, ctc_greedy_search, stream_encode
 from ..decode.bpu_backend import OnnxBpuBackend
 from ..errors import EdgeAsrError
-from ..bpu.int8_groups import QuantGraph
-from ..bpu.quantize import write_qdq
 from ..frontend.dataset import PreparedUtterance, prepare
 from ..model import load_model
 from ..model.subsampling import min_input_frames
@@ -89,9 +89,11 @@ class SubsetEvaluator:
         model of its BPU nodes minus `float_groups` (or only the nodes of `only`, when given)."""
         files = {}
         for name, graph in self.graphs.items():
-            groups = graph.groups()
-            nodes = [n for g, members in groups.items() if (g in only if only else g not in float_groups)
-                     for n in members]
+            if only:
+                nodes = graph.nodes_in(only)
+            else:
+                kept = set(graph.nodes_in(float_groups))
+                nodes = [n for n in graph.bpu_nodes if n not in kept]
             if not nodes:
                 files[name] = graph.float_model
                 continue
@@ -114,7 +116,7 @@ def sensitivity_table(evaluator: SubsetEvaluator, macs: Mapping[str, int]) -> Li
     group is quantized; most sensitive first (CER − PyTorch, then output cosine)."""
     rows = []
     for graph in evaluator.graphs.values():
-        for group, nodes in tqdm(graph.groups().items(), desc=f"sensitivity: {graph.name}", unit="group"):
+        for group, nodes in tqdm(graph.groups.items(), desc=f"sensitivity: {graph.name}", unit="group"):
             result = evaluator.evaluate(only=frozenset([group]))
             rows.append({"group": group, "graph": graph.name, "int8_nodes": len(nodes),
                          "macs_per_chunk": int(sum(macs.get(n, 0) for n in nodes)), **result.__dict__})
@@ -140,15 +142,14 @@ def search_float_set(evaluator: SubsetEvaluator, ranked_groups: Sequence[str], m
         chosen.append(group)
         result = evaluator.evaluate(frozenset(chosen))
         trail.append({"float_groups": list(chosen), **result.__dict__})
-    for group in list(reversed(chosen[:-1])):
-        if result.cer_delta > max_cer_delta:
-            break
+    met = result.cer_delta <= max_cer_delta
+    for group in list(reversed(chosen[:-1])) if met else []:
         trial = [g for g in chosen if g != group]
         attempt = evaluator.evaluate(frozenset(trial))
         trail.append({"float_groups": trial, **attempt.__dict__})
         if attempt.cer_delta <= max_cer_delta:
             chosen, result = trial, attempt
-    return {"max_cer_delta": max_cer_delta, "met": result.cer_delta <= max_cer_delta, "float_groups": chosen,
+    return {"max_cer_delta": max_cer_delta, "met": met, "float_groups": chosen,
             "result": result.__dict__, "evaluations": len(trail), "seconds": round(time.monotonic() - start, 1),
             "trail": trail}
 
@@ -157,14 +158,12 @@ def float_set_cost(graphs: Mapping[str, QuantGraph], float_groups: Sequence[str]
                    ) -> Dict[str, object]:
     """What keeping `float_groups` in float costs: nodes moved from the BPU to the CPU, and their
     share of the BPU's MACs per chunk (the work the CPU takes over, in float)."""
-    moved = {name: [n for g, members in graph.groups().items() if g in set(float_groups) for n in members]
-             for name, graph in graphs.items()}
+    moved = {name: graph.nodes_in(float_groups) for name, graph in graphs.items()}
     total = sum(macs.get(n, 0) for graph in graphs.values() for n in graph.bpu_nodes)
     moved_macs = sum(macs.get(n, 0) for nodes in moved.values() for n in nodes)
     return {"nodes_moved_to_cpu": {name: len(nodes) for name, nodes in moved.items()},
             "macs_moved_per_chunk": int(moved_macs), "bpu_macs_per_chunk": int(total),
             "share_of_bpu_macs": round(moved_macs / max(total, 1), 4)}
-
 
 
 def study_settings(dev_list: Optional[str], sensitivity_utts: int, max_cer_delta: Optional[float]
@@ -203,9 +202,7 @@ def int8_study(graphs: Mapping[str, QuantGraph], scorer: DevScorer, macs: Mappin
     if max_cer_delta is not None:
         search = search_float_set(evaluator, [row["group"] for row in table], max_cer_delta)
         search["cost"] = float_set_cost(graphs, search["float_groups"], macs)
-        search["float_nodes"] = {name: [n for g, members in graph.groups().items()
-                                        if g in set(search["float_groups"]) for n in members]
-                                 for name, graph in graphs.items()}
+        search["float_nodes"] = {name: graph.nodes_in(search["float_groups"]) for name, graph in graphs.items()}
         study["search"] = search
     study["evaluations"] = evaluator.evaluations
     study["seconds"] = round(time.monotonic() - start, 1)
