@@ -7,6 +7,7 @@ against the `outs` and `metrics` of dvc.yaml, which declares the same paths for 
 from pathlib import Path
 
 DEMO_CORPUS = Path("data/demo")  # synth
+RELEASE_CORPORA = Path("data/release")  # edgeasr.demo.release: training corpora, one per seed and size
 TRAINED_MODEL = Path("exp/trained_model")  # train
 EVAL_TORCH = Path("exp/eval_torch")  # eval_torch: hypotheses per utterance
 EXPORT = Path("exp/export")  # export: cpu/, gpu/offline|streaming/, sherpa/

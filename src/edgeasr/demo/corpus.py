@@ -1,17 +1,18 @@
 """Build the demo corpus: sentences from the grammar, spoken by espeak-ng voice variants, trimmed,
 resampled to 16 kHz, partly mixed with noise, written as 16-bit wavs plus WeNet data.lists.
 
-Splits: train; test (sentences never in train, voices seen in train); test_unseen_voice (held-out
-sentences spoken by voice variants never used in train); cali (calibration, sentences disjoint
-from test); dev (development: the INT8 sensitivity and float-set search score on it, sentences in
-no other split). Same config -> byte-identical files; dev is drawn last, so adding it changed none
-of the other splits.
+Splits, their sentences pairwise disjoint: test (voices seen in train); test_unseen_voice (voice
+variants never used in train); cali (calibration); dev (development: the INT8 sensitivity and
+float-set search score on it); train, drawn last, so its size changes no other split. Same config ->
+byte-identical files.
 """
 
+import multiprocessing
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import soundfile
@@ -119,26 +120,27 @@ def random_voice(rng: random.Random, variants: Sequence[str], cfg: CorpusConfig)
 
 
 def plan_corpus(cfg: CorpusConfig) -> Dict[str, List[Tuple[str, Voice]]]:
-    """(sentence, voice) per utterance and split, from the seed alone."""
+    """(sentence, voice) per utterance and split, from the seed alone.
+
+    NOTE: train is drawn last (sentences, then voices), so `num_train` changes the train split only:
+    a larger training corpus for an offline run (edgeasr.demo.release) keeps every evaluation split
+    of the default corpus, and its first `num_train` sentences are the default's.
+    """
     rng = random.Random(cfg.seed)
     variants = [v for v in voice_variants() if v not in set(cfg.exclude_voices)]
     rng.shuffle(variants)
     if cfg.heldout_voices <= 0 or cfg.heldout_voices >= len(variants):
         raise EdgeAsrError(f"data.synth.heldout_voices: must be in 1..{len(variants) - 1}")
     heldout, seen_voices = variants[: cfg.heldout_voices], variants[cfg.heldout_voices :]
-    test = draw_unique(rng, cfg.num_test, set(), "test")
-    unseen = draw_unique(rng, cfg.num_test_unseen_voice, set(test), "test_unseen_voice")
-    heldout_sentences = set(test) | set(unseen)
-    train = draw_unique(rng, cfg.num_train, heldout_sentences, "train")
-    cali = draw_unique(rng, cfg.num_cali, heldout_sentences | set(train), "cali")
-    plan = {
-        "train": [(s, random_voice(rng, seen_voices, cfg)) for s in train],
-        "test": [(s, random_voice(rng, seen_voices, cfg)) for s in test],
-        "test_unseen_voice": [(s, random_voice(rng, heldout, cfg)) for s in unseen],
-        "cali": [(s, random_voice(rng, seen_voices, cfg)) for s in cali],
-    }
-    dev = draw_unique(rng, cfg.num_dev, heldout_sentences | set(train) | set(cali), "dev")
-    plan["dev"] = [(s, random_voice(rng, seen_voices, cfg)) for s in dev]
+    sizes = {"test": cfg.num_test, "test_unseen_voice": cfg.num_test_unseen_voice, "cali": cfg.num_cali,
+             "dev": cfg.num_dev, "train": cfg.num_train}
+    plan: Dict[str, List[Tuple[str, Voice]]] = {}
+    used: Set[str] = set()
+    for split in ("test", "test_unseen_voice", "cali", "dev", "train"):
+        sentences = draw_unique(rng, sizes[split], used, split)
+        used |= set(sentences)
+        voices = heldout if split == "test_unseen_voice" else seen_voices
+        plan[split] = [(s, random_voice(rng, voices, cfg)) for s in sentences]
     return plan
 
 
@@ -149,26 +151,41 @@ def write_units(path: Path, train_texts: Sequence[str]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def build_corpus(cfg: CorpusConfig, out_dir: Path) -> Dict[str, int]:
-    """Write wavs/, <split>/data.list and units.txt under out_dir; returns utterances per split."""
+_speaker: Optional[Speaker] = None  # one espeak-ng instance per worker process
+
+
+def _render_job(job: Tuple[str, Voice, Tuple[int, int, int], CorpusConfig, str]) -> None:
+    global _speaker
+    text, voice, seed, cfg, wav = job
+    if _speaker is None:
+        _speaker = Speaker()
+    soundfile.write(wav, render(_speaker, text, voice, cfg, np.random.default_rng(list(seed))), SAMPLE_RATE,
+                    subtype="PCM_16")
+
+
+def build_corpus(cfg: CorpusConfig, out_dir: Path, splits: Sequence[str] = SPLITS,
+                 workers: Optional[int] = None) -> Dict[str, int]:
+    """Write wavs/, <split>/data.list for `splits` and units.txt under out_dir; returns utterances per
+    split. Each utterance is rendered from its own seed (corpus seed, split, index), so `workers`
+    processes (default: every core) write the same bytes as one."""
     plan = plan_corpus(cfg)
-    speaker = Speaker()
     wav_dir = out_dir / "wavs"
     wav_dir.mkdir(parents=True, exist_ok=True)
-    total = sum(len(v) for v in plan.values())
-    counts = {}
-    with tqdm(total=total, desc="synth", unit="utt") as bar:
-        for split_index, split in enumerate(SPLITS):
-            utts = []
-            for i, (text, voice) in enumerate(plan[split]):
-                key = f"{split}_{i:05d}"
-                rng = np.random.default_rng([cfg.seed, split_index, i])
-                wav = wav_dir / f"{key}.wav"
-                soundfile.write(str(wav), render(speaker, text, voice, cfg, rng), SAMPLE_RATE, subtype="PCM_16")
-                utts.append(Utterance(key, str(wav), text))
-                bar.update()
-            (out_dir / split).mkdir(exist_ok=True)
-            write_data_list(out_dir / split / "data.list", utts)
-            counts[split] = len(utts)
+    jobs, lists = [], {}
+    for split in splits:
+        split_index = SPLITS.index(split)  # part of each utterance's seed: fixed per split name
+        lists[split] = []
+        for i, (text, voice) in enumerate(plan[split]):
+            key = f"{split}_{i:05d}"
+            wav = str(wav_dir / f"{key}.wav")
+            jobs.append((text, voice, (cfg.seed, split_index, i), cfg, wav))
+            lists[split].append(Utterance(key, wav, text))
+    with multiprocessing.get_context("fork").Pool(workers or os.cpu_count() or 1) as pool:
+        for _ in tqdm(pool.imap_unordered(_render_job, jobs, chunksize=16), total=len(jobs), desc="synth",
+                      unit="utt"):
+            pass
+    for split, utts in lists.items():
+        (out_dir / split).mkdir(exist_ok=True)
+        write_data_list(out_dir / split / "data.list", utts)
     write_units(out_dir / "units.txt", [t for t, _ in plan["train"]])
-    return counts
+    return {split: len(utts) for split, utts in lists.items()}

@@ -4,8 +4,10 @@
     python -m edgeasr.demo.release models/demo_moe model=demo_moe model.train.time_budget_s=3900
 
 Composes conf/ with the overrides (as `dvc exp run -S` would; `model.train.enabled` is ignored:
-this always trains), synthesizes nothing (run `dvc repro synth` first: the corpus is
-`data.train_list`), trains with `edgeasr.demo.trainer` on this machine's CPU, and
+this always trains), synthesizes the training corpus `data.synth` describes (train split only, under
+data/release/, reused when present: `data.synth.num_train=24000` makes a larger one whose other
+splits, the pipeline's test sets, stay those of the default corpus; with `data=lists` it reads
+`data.train_list` and `data.units` instead), trains with `edgeasr.demo.trainer` on this machine's CPU, and
 writes WeNet's model directory (train.yaml, final.pt, units.txt, global_cmvn) plus
 `provenance.json`: the command, the composed training config, corpus seed and size, steps, epochs,
 wall time, hardware, torch version and the git commit it was trained at. After the pipeline has
@@ -19,14 +21,16 @@ import platform
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Sequence, Tuple
 
 import torch
 from omegaconf import OmegaConf
 
 from ..cli import run_stage
 from ..errors import EdgeAsrError
+from ..paths import RELEASE_CORPORA
 from ..params import compose, dataclass_from, to_dict
+from .corpus import CorpusConfig, build_corpus
 from .trainer import TRAIN_SECTION_EXTRAS, TrainConfig, train
 
 PROVENANCE = "provenance.json"
@@ -46,6 +50,18 @@ def hardware() -> Dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__}
 
 
+def training_corpus(data: Any) -> Tuple[Path, Path]:
+    """(train data.list, units.txt) for the composed `data` section; synthesizes the train split of a
+    synthesized corpus on first use."""
+    if not data.synth.enabled:
+        return Path(data.train_list), Path(data.units)
+    cfg = dataclass_from(CorpusConfig, data.synth, "data.synth", ("enabled",))
+    root = RELEASE_CORPORA / f"seed{cfg.seed}_train{cfg.num_train}"
+    if not (root / "train" / "data.list").is_file():
+        build_corpus(cfg, root, splits=("train",))
+    return root / "train" / "data.list", root / "units.txt"
+
+
 def release(out_dir: Path, overrides: Sequence[str]) -> Dict[str, Any]:
     """Train the composed demo model into out_dir; returns the provenance record it wrote."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,13 +71,14 @@ def release(out_dir: Path, overrides: Sequence[str]) -> Dict[str, Any]:
     if "architecture" not in params.model.train:
         raise EdgeAsrError(f"model={params.model.name}: no model.train.architecture to train (a demo model is)")
     synth = params.data.synth
+    train_list, units = training_corpus(params.data)
     record: Dict[str, Any] = {
         "command": "python -m edgeasr.demo.release " + " ".join([str(out_dir), *overrides]),
         "commit": git_commit(),
         "model": params.model.name,
         "train_config": to_dict(params.model.train),
         "corpus": {"name": params.data.name, "seed": synth.seed, "train_utterances": synth.num_train,
-                   "train_list": params.data.train_list},
+                   "train_list": str(train_list)},
         "hardware": hardware(),
     }
     init_from = params.model.train.get("init_from")
@@ -70,7 +87,7 @@ def release(out_dir: Path, overrides: Sequence[str]) -> Dict[str, Any]:
         record["init_from"] = {"dir": init_from,
                                "provenance": json.loads(init_record.read_text()) if init_record.is_file() else None}
     report = train(to_dict(params.model.train.architecture), dataclass_from(TrainConfig, params.model.train, "model.train", TRAIN_SECTION_EXTRAS),
-                   Path(params.data.train_list), Path(params.data.units), out_dir)
+                   train_list, units, out_dir)
     record["training"] = report
     (out_dir / PROVENANCE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return record

@@ -1,0 +1,53 @@
+"""The synthesized corpus: disjoint splits, a train size that changes nothing else, same bytes from any
+number of worker processes."""
+
+import dataclasses
+import hashlib
+
+from omegaconf import OmegaConf
+
+from edgeasr.demo.corpus import SPLITS, CorpusConfig, build_corpus, plan_corpus
+from edgeasr.params import dataclass_from
+
+DEFAULT = dataclass_from(CorpusConfig, OmegaConf.load("conf/data/demo.yaml").synth, "data.synth", ("enabled",))
+
+
+def small(num_train: int) -> CorpusConfig:
+    return dataclasses.replace(DEFAULT, num_train=num_train, num_test=6, num_test_unseen_voice=4, num_cali=3,
+                               num_dev=3)
+
+
+def test_splits_are_pairwise_disjoint_in_sentences():
+    plan = plan_corpus(DEFAULT)
+    sentences = {split: {s for s, _ in plan[split]} for split in SPLITS}
+    assert {split: len(plan[split]) for split in SPLITS} == {
+        "train": DEFAULT.num_train, "test": DEFAULT.num_test, "test_unseen_voice": DEFAULT.num_test_unseen_voice,
+        "cali": DEFAULT.num_cali, "dev": DEFAULT.num_dev}
+    for i, a in enumerate(SPLITS):
+        assert len(sentences[a]) == len(plan[a]), f"{a} repeats a sentence"
+        for b in SPLITS[i + 1:]:
+            assert not sentences[a] & sentences[b], f"{a} and {b} share sentences"
+
+
+def test_unseen_voice_split_uses_only_voices_absent_from_train():
+    plan = plan_corpus(DEFAULT)
+    train_voices = {v.variant for _, v in plan["train"]}
+    assert not train_voices & {v.variant for _, v in plan["test_unseen_voice"]}
+
+
+def test_a_larger_training_corpus_keeps_every_other_split_and_extends_train():
+    base, large = plan_corpus(small(50)), plan_corpus(small(400))
+    for split in ("test", "test_unseen_voice", "cali", "dev"):
+        assert large[split] == base[split], split
+    assert [s for s, _ in large["train"][:50]] == [s for s, _ in base["train"]]
+
+
+def test_parallel_build_writes_the_bytes_of_a_serial_one(tmp_path):
+    cfg = small(4)
+    digests = []
+    for n, out in ((1, tmp_path / "serial"), (2, tmp_path / "parallel")):
+        counts = build_corpus(cfg, out, splits=("train", "dev"), workers=n)
+        assert counts == {"train": 4, "dev": 3}
+        digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "wavs").iterdir())})
+        assert (out / "train" / "data.list").is_file() and not (out / "test").exists()
+    assert digests[0] == digests[1] and len(digests[0]) == 7
