@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from edgeasr.frontend.cmvn import mean_istd  # the same arithmetic load_cmvn uses
+from edgeasr.decode import TorchBackend, stream_encode
+from edgeasr.frontend.cmvn import cmvn_stats_json, mean_istd  # the same arithmetic load_cmvn uses
 from edgeasr.model import ModelSpec, build_model
 
 VOCAB = 23  # <blank>, <unk>, 20 characters, <sos/eos>
@@ -156,3 +157,33 @@ def arch(request) -> str:
 def feats() -> torch.Tensor:
     g = torch.Generator().manual_seed(7)
     return torch.randn(1, 173, 20, generator=g) * 2.0 + 5.0
+
+
+SHARPEN = 10.0  # CTC head weights x this (condition_)
+
+
+def noise_bursts(rng: np.random.Generator, bursts: int = 8) -> np.ndarray:
+    """0.2 s segments of tones and noise at random levels: audio whose features change a lot."""
+    t = np.arange(3200) / 16000
+    return np.concatenate([rng.uniform(0.001, 0.5) * np.sin(2 * np.pi * rng.uniform(100, 4000) * t)
+                           + rng.normal(0, rng.uniform(0.001, 0.2), t.size) for _ in range(bursts)]).astype(np.float32)
+
+
+def condition_(model: torch.nn.Module, feats: list, chunk: int, left: int) -> dict:
+    """Make a random model's output depend on its input (a raw random model emits one token for any
+    audio): CMVN from these features, unit LayerNorm gains, a CTC head sharpened SHARPEN times and centred on
+    the mean encoder frame (streamed at chunk / left). Returns the CMVN statistics, for the model directory's global_cmvn."""
+    stats = cmvn_stats_json(feats)
+    mean, istd = mean_istd(stats["mean_stat"], stats["var_stat"], stats["frame_num"])
+    with torch.no_grad():
+        model.encoder.global_cmvn.mean.copy_(torch.from_numpy(mean))
+        model.encoder.global_cmvn.istd.copy_(torch.from_numpy(istd))
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+        model.ctc.ctc_lo.weight.mul_(SHARPEN)
+        model.ctc.ctc_lo.bias.zero_()
+        frames = np.concatenate([stream_encode(TorchBackend(model), f, chunk, left)[0] for f in feats])
+        model.ctc.ctc_lo.bias.copy_(-model.ctc.ctc_lo(torch.from_numpy(frames.mean(0))))
+    return stats

@@ -1,5 +1,5 @@
 """Scoring an artifact against the PyTorch reference with stand-in backends, and the benchmark's
-FLOP count on a graph whose MACs are known."""
+FLOP count, timing loop and table."""
 
 import numpy as np
 import onnx
@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import make_model
-from edgeasr.bench import graph_flops
+from edgeasr.bench import Row, graph_flops, table, time_backend
 from edgeasr.decode import DecodeOptions, TorchBackend
 from edgeasr.evaluate.compare import decode_reference, evaluate_family
 from edgeasr.frontend.datalist import Utterance
@@ -97,3 +97,22 @@ def test_graph_flops_count_conv_and_matmul_macs(tmp_path):
     path = tmp_path / "g.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     assert graph_flops(path) == 2 * (8 * 10 * 10 * 27 + 40 * 16)
+
+
+def test_benchmark_times_every_chunk_of_every_utterance(setup):
+    model, prepared, _, _ = setup
+    feats = [p.feats for p in prepared]
+    seconds, chunks = time_backend(TorchBackend(model), feats, OPTS.chunk_size, OPTS.num_left_chunks)
+    rate = model.encoder.embed.subsampling_rate
+    frames = [(f.shape[0] - model.encoder.embed.right_context - 1) // rate + 1 for f in feats]
+    assert chunks == sum(-(-t // OPTS.chunk_size) for t in frames) and seconds > 0
+
+
+def test_benchmark_table_relates_each_row_to_the_bound():
+    result = {"model": "m", "parameters_m": 1.0, "chunk": 8, "left": 16, "utterances": 2, "audio_s": 5.0,
+              "gflops_per_audio_s": 0.5, "gemm_gflops": 100.0, "rtf_bound": 0.005,
+              "rows": [Row("a", 0.02, 12.5, 3.6), Row("b", float("nan"), None, 0.0, "not built")]}
+    lines = table(result).splitlines()
+    assert lines[1] == "physical bound: 0.5 GFLOP per second of audio / 100.0 GFLOP/s GEMM = RTF 0.00500"
+    assert lines[4] == "| a | 0.02000 | 12.50 | 4.0 | 3.6 |  |"
+    assert lines[5] == "| b | nan | — | nan | 0.0 | not built |"

@@ -29,7 +29,7 @@ def test_every_group_option_has_a_name():
 
 
 @pytest.mark.parametrize("overrides", [["model=demo_moe"], ["experiment=tiny"], ["model=wenet", "model.dir=/m"],
-                                       ["model=demo_scratch"]])
+                                       ["model=demo_scratch"], ["npu=rk3588"]])
 def test_options_compose(tmp_path, overrides):
     compose(tmp_path / "p.yaml", overrides, ROOT / "conf")
     params = yaml.safe_load((tmp_path / "p.yaml").read_text())

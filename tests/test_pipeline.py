@@ -15,11 +15,13 @@ import pytest
 
 from edgeasr.report.sweep import experiment_points
 from edgeasr.params import compose
+from edgeasr.rknn.toolkit import available, find_python
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_REPRO = [sys.executable, "-m", "dvc", "repro"]
 pytestmark = pytest.mark.pipeline
-BPU = {"export_bpu", "eval_bpu", "calibrate", "bpu_config", "compile", "eval_quant"}
+RKNN = {"compile_rknn", "eval_rknn"}  # with npu=x3 they write a note; they read exp/bpu all the same
+BPU = {"export_bpu", "eval_bpu", "calibrate", "bpu_config", "compile", "eval_quant"} | RKNN
 ALL = {"synth", "train", "eval_torch", "export", "eval_onnx", "summary"} | BPU
 
 
@@ -98,14 +100,14 @@ def test_second_repro_runs_nothing(repo):
     [
         ("eval.beam_size=2", {"eval_torch"}),  # the baseline's report only: nothing compares against its files
         ("eval.max_utts=3", {"eval_torch"}),
-        ("compare.max_utts=3", {"eval_onnx", "eval_bpu", "eval_quant", "summary"}),
+        ("compare.max_utts=3", {"eval_onnx", "eval_bpu", "eval_quant", "eval_rknn", "summary"}),
         # the gpu graphs hold the top-K and the rescoring weights
-        ("compare.ctc_weight=0.4", {"export", "eval_onnx", "eval_bpu", "eval_quant", "summary"}),
+        ("compare.ctc_weight=0.4", {"export", "eval_onnx", "eval_bpu", "eval_quant", "eval_rknn", "summary"}),
         ("streaming.chunk_size=4", {"eval_torch", "export", "eval_onnx", "summary"} | BPU),
         ("streaming.num_decoding_left_chunks=2", {"eval_torch", "export", "eval_onnx", "summary"} | BPU),
         ("export.opset=14", {"export", "eval_onnx", "summary"}),
         ("bpu.layer_norm_on_bpu=true", BPU | {"summary"}),
-        ("calibrate.max_samples=2", {"calibrate", "compile", "eval_quant", "summary"}),
+        ("calibrate.max_samples=2", {"calibrate", "compile", "eval_quant", "compile_rknn", "summary"}),
         ("bpu.calibration_type=kl", {"compile", "eval_quant", "summary"}),
         # A budget reruns compile; what follows only when the chosen float set changes the graphs
         # (a budget of 100 points is met by all INT8, so the quantized models are the same files).
@@ -125,6 +127,29 @@ def test_param_change_reruns_exactly(repo, tmp_path, override, expected):
     shutil.copytree(repo, work, symlinks=True)
     compose(work / "params.yaml", ["experiment=tiny", override], work / "conf")
     assert stages_run(run(DVC_REPRO, work)) == expected
+
+
+def test_the_rk3588_path_is_off_by_default(repo):
+    note = json.loads((repo / "metrics" / "rknn.json").read_text())["note"]
+    assert note == "npu=x3: the RK3588 path is off"
+    assert "npu=x3" in (repo / "exp" / "rknn" / "README.txt").read_text()
+
+
+@pytest.mark.skipif(not available(), reason="rknn-toolkit2 environment missing (python -m edgeasr.rknn.toolkit "
+                                            "create-env)")
+def test_npu_rk3588_runs_the_real_toolchain_and_only_its_stages(repo, tmp_path):
+    work = tmp_path / "repo"
+    shutil.copytree(repo, work, symlinks=True)
+    compose(work / "params.yaml", ["experiment=tiny", "npu=rk3588",
+                                   f"npu.toolkit_python={find_python(None).absolute()}"], work / "conf")
+    assert stages_run(run(DVC_REPRO, work)) == RKNN
+    compiled = json.loads((work / "metrics" / "rknn_compile.json").read_text())
+    assert compiled["encoder"]["ops_on_npu"] > 0 and compiled["encoder"]["rknn_bytes"] > 0
+    assert (work / "exp" / "rknn" / "encoder.rknn").is_file()
+    result = json.loads((work / "metrics" / "rknn.json").read_text())
+    for name in ("test", "test_unseen_voice"):
+        assert set(result[name]) >= {"ctc_greedy", "ctc_prefix_beam", "cosine_encoder_out", "simulator_time"}
+        assert "rtf" not in result[name]  # the simulator's speed is not the chip's
 
 
 def test_own_model_and_lists_train_and_synthesize_nothing(repo, tmp_path):

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from onnxruntime.quantization import CalibrationMethod
 from onnxruntime.quantization.calibrate import TensorData, TensorsData
 
-from conftest import write_model_dir
+from conftest import condition_, noise_bursts, write_model_dir
 from edgeasr.bpu import export_bpu, rewrite
 from edgeasr.bpu.calibration import build_calibration
 from edgeasr.bpu.compile import CalibrationSettings, calibrate_graph
@@ -27,13 +27,11 @@ from edgeasr.evaluate.runner import detokenize
 from edgeasr.errors import EdgeAsrError
 from edgeasr.evaluate.sensitivity import DevScore, dev_scorer, int8_study, search_float_set, study_settings
 from edgeasr.frontend import compute_fbank, read_audio
-from edgeasr.frontend.cmvn import cmvn_stats_json, mean_istd
 from edgeasr.model import load_model
 
 ARCH = "conformer_nopos_conv2d8_relu_causal_bn"  # inside the X3 contract
 CHUNK, LEFT = 4, 2
 OUTLIER = 1000.0  # the scale of the one FFN channel that breaks per-tensor INT8
-SHARPEN = 10.0  # CTC head weights x this (condition_)
 
 
 @pytest.mark.parametrize("graph,node,group", [
@@ -125,33 +123,6 @@ def with_outlier_channel(model: torch.nn.Module, block: int, channel: int, scale
         ffn.w_2.weight[:, channel] /= scale
 
 
-def noise_bursts(rng: np.random.Generator, bursts: int = 8) -> np.ndarray:
-    """0.2 s segments of tones and noise at random levels: audio whose features change a lot."""
-    t = np.arange(3200) / 16000
-    return np.concatenate([rng.uniform(0.001, 0.5) * np.sin(2 * np.pi * rng.uniform(100, 4000) * t)
-                           + rng.normal(0, rng.uniform(0.001, 0.2), t.size) for _ in range(bursts)]).astype(np.float32)
-
-
-def condition_(model: torch.nn.Module, feats: list) -> dict:
-    """Make a random model's output depend on its input (a raw random model emits one token for any
-    audio): CMVN from these features, unit LayerNorm gains, a sharpened CTC head centred on the mean
-    encoder frame. Returns the CMVN statistics, for the model directory's global_cmvn."""
-    stats = cmvn_stats_json(feats)
-    mean, istd = mean_istd(stats["mean_stat"], stats["var_stat"], stats["frame_num"])
-    with torch.no_grad():
-        model.encoder.global_cmvn.mean.copy_(torch.from_numpy(mean))
-        model.encoder.global_cmvn.istd.copy_(torch.from_numpy(istd))
-        for m in model.modules():
-            if isinstance(m, torch.nn.LayerNorm):
-                m.weight.fill_(1.0)
-                m.bias.zero_()
-        model.ctc.ctc_lo.weight.mul_(SHARPEN)
-        model.ctc.ctc_lo.bias.zero_()
-        frames = np.concatenate([stream_encode(TorchBackend(model), f, CHUNK, LEFT)[0] for f in feats])
-        model.ctc.ctc_lo.bias.copy_(-model.ctc.ctc_lo(torch.from_numpy(frames.mean(0))))
-    return stats
-
-
 @pytest.fixture(scope="module")
 def fragile(tmp_path_factory):
     """A tiny X3 model with an outlier channel in encoders.1's FFN, its graphs, calibration and a dev
@@ -165,7 +136,7 @@ def fragile(tmp_path_factory):
     feats = [compute_fbank(read_audio(w)) for w in wavs]
     model_dir = root / "model"
     model = write_model_dir(model_dir, ARCH, feat_dim=80)
-    (model_dir / "global_cmvn").write_text(json.dumps(condition_(model, feats)))
+    (model_dir / "global_cmvn").write_text(json.dumps(condition_(model, feats, CHUNK, LEFT)))
     with_outlier_channel(model, 1, 3, OUTLIER)
     torch.save(model.state_dict(), model_dir / "final.pt")
     model, _, symbols = load_model(model_dir)

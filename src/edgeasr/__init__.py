@@ -11,7 +11,8 @@ Layers, lowest first; a module imports only from layers below its own (tests/tes
     artifact                    ONNX tracing settings, sessions, the metadata contract
     decode                      backends (torch, onnxruntime, X3 graphs) and searches
     export | bpu                the ONNX families | the X3 rewrite, calibration, compile
-    evaluate                    CER, reports, artifact comparisons
+    evaluate | rknn             CER, reports, artifact comparisons | the RK3588 compile and simulator
+                                (rknn-toolkit2 run as a program in its own environment)
     demo | report | bench       the embedded corpus and trainer, reports, the benchmark
 """
 
@@ -27,6 +28,6 @@ LAYERS = {
     "artifact": 5,
     "decode": 6,
     "export": 7, "bpu": 7,
-    "evaluate": 8,
+    "evaluate": 8, "rknn": 8,
     "demo": 9, "report": 9, "bench": 9,
 }

@@ -26,6 +26,7 @@ import onnxruntime as ort
 import torch
 import yaml
 
+from .bpu.compile import quantized_path
 from .bpu.placement import node_macs
 from .decode import Backend, TorchBackend, ctc_greedy_search, stream_encode
 from .decode.bpu_backend import OnnxBpuBackend
@@ -89,7 +90,7 @@ def benchmark(workspace: Path, utts: int) -> Dict[str, object]:
     feats = [p.feats for p in prepared]
     audio = sum(p.seconds for p in prepared)
     cpu, bpu, compiled = workspace / EXPORT_CPU, workspace / BPU, workspace / COMPILE
-    quantized = (compiled / "encoder/encoder_quantized_model.onnx", compiled / "ctc/ctc_quantized_model.onnx")
+    quantized = (quantized_path(compiled, "encoder"), quantized_path(compiled, "ctc"))
     backends: Dict[str, tuple] = {  # name -> (files it needs, constructor)
         "pytorch eager": ((model_dir / "final.pt",), lambda: TorchBackend(model)),
         "onnxruntime float (cpu/)": ((cpu / "encoder.onnx", cpu / "ctc.onnx"),

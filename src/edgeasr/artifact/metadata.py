@@ -21,7 +21,7 @@ class StreamGeometry:
 
     input: Geometry  # subsampling rate, right context, feature dimension
     chunk_size: int  # encoder frames per chunk
-    left_chunks: int  # cached chunks of left context (-1: unlimited)
+    num_left_chunks: int  # cached chunks of left context (-1: unlimited)
     decoding_window: int  # feature frames of one chunk's input window
 
     @classmethod
@@ -30,7 +30,7 @@ class StreamGeometry:
         return cls(geometry, int(meta["chunk_size"]), int(meta["left_chunks"]), int(meta["decoding_window"]))
 
 
-def model_geometry(model: ASRModel, chunk_size: int, left_chunks: int) -> Dict[str, object]:
+def model_geometry(model: ASRModel, chunk_size: int, num_left_chunks: int) -> Dict[str, object]:
     """The facts a runtime needs to drive the model, from the model itself."""
     enc = model.encoder
     first = enc.encoders[0]
@@ -57,7 +57,7 @@ def model_geometry(model: ASRModel, chunk_size: int, left_chunks: int) -> Dict[s
         "eos_symbol": model.eos,
         "is_bidirectional_decoder": int(decoder_type == "bitransformer"),
         "chunk_size": chunk_size,
-        "left_chunks": left_chunks,
+        "left_chunks": num_left_chunks,  # the key WeNet's runtimes read
         "decoding_window": window,
         "batch": 1,
     }

@@ -2,7 +2,7 @@
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import onnx
 import onnxruntime as ort
@@ -70,3 +70,10 @@ def session(path: Path, threads: int = 1) -> ort.InferenceSession:
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def graph_inputs(path: Path) -> List[Tuple[str, List[int]]]:
+    """(name, shape) of each graph input that is not a weight, in the graph's order (0 = a dynamic axis)."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {w.name for w in graph.initializer}
+    return [(i.name, [d.dim_value for d in i.type.tensor_type.shape.dim]) for i in graph.input if i.name not in weights]

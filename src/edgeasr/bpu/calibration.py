@@ -66,7 +66,7 @@ def build_calibration(encoder: Path, ctc: Path, data_list: Path, max_samples: in
         utt, feats = utts[index].utt, utts[index].feats
         windows = list(chunk_windows(feats.shape[0], backend.geometry, backend.chunk_size))
         pick = int(rng.integers(len(windows)))
-        state = backend.start_stream(backend.chunk_size, backend.left_chunks)
+        state = backend.start_stream(backend.chunk_size, backend.num_left_chunks)
         for chunk_index, (start, end) in enumerate(windows):
             feeds, hidden, _, state = backend.step(feats[start:end], state)
             stem = f"{utt.key}.{chunk_index}.bin"

@@ -47,14 +47,14 @@ class Violation:
         return f"{self.key}={self.value!r}: {self.fix}"
 
 
-def contract_violations(model: ASRModel, chunk_size: int, left_chunks: int) -> List[Violation]:
+def contract_violations(model: ASRModel, chunk_size: int, num_left_chunks: int) -> List[Violation]:
     """Every way `model` at this geometry falls outside what the rewrite supports (empty = fine)."""
     enc = model.encoder
     found: List[Violation] = []
     if chunk_size <= 0:
         found.append(Violation("streaming.chunk_size", chunk_size, "the BPU graph needs a fixed chunk > 0"))
-    if left_chunks <= 0:
-        found.append(Violation("streaming.num_decoding_left_chunks", left_chunks,
+    if num_left_chunks <= 0:
+        found.append(Violation("streaming.num_decoding_left_chunks", num_left_chunks,
                                "the BPU graph needs a static cache: use a value > 0"))
     if not isinstance(enc.embed.pos_enc, NoPositionalEncoding):
         kind = {v: k for k, v in POS_ENC_CLASSES.items()}.get(type(enc.embed.pos_enc), type(enc.embed.pos_enc).__name__)
@@ -83,9 +83,9 @@ def contract_violations(model: ASRModel, chunk_size: int, left_chunks: int) -> L
     return found
 
 
-def check_contract(model: ASRModel, chunk_size: int, left_chunks: int) -> None:
+def check_contract(model: ASRModel, chunk_size: int, num_left_chunks: int) -> None:
     """Raise one EdgeAsrError that lists every violation."""
-    found = contract_violations(model, chunk_size, left_chunks)
+    found = contract_violations(model, chunk_size, num_left_chunks)
     if found:
         raise EdgeAsrError("model outside the X3 BPU contract (see edgeasr/bpu/contract.py): "
                            + "; ".join(str(v) for v in found))

@@ -2,7 +2,7 @@
 
 Encoder, one chunk (static float32 NCHW, batch 1):
     chunk     (1, 1, W, F)             W = (chunk - 1) * subsampling + right_context + 1
-    att_cache (1, L*h, 2*d_k, T)       T = chunk * left_chunks; layer i = channels [i*h, (i+1)*h)
+    att_cache (1, L*h, 2*d_k, T)       T = chunk * num_left_chunks; layer i = channels [i*h, (i+1)*h)
     cnn_cache (1, D, L, K-1)           K-1 = 1 without a conv module: a placeholder carried through
     att_mask  (1, h, chunk, T + chunk) 1 = visible key
  -> output (1, D, 1, chunk), r_att_cache, r_cnn_cache (shapes as the inputs)
@@ -92,11 +92,11 @@ class EncoderLayer4d(torch.nn.Module):
 class BpuEncoder(torch.nn.Module):
     """WeNet's forward_chunk at a fixed chunk and cache size, with X3 I/O (see the module docstring)."""
 
-    def __init__(self, model: ASRModel, chunk_size: int, left_chunks: int, layer_norm_on_bpu: bool = False):
+    def __init__(self, model: ASRModel, chunk_size: int, num_left_chunks: int, layer_norm_on_bpu: bool = False):
         super().__init__()
         enc = model.encoder
-        self.chunk_size, self.left_chunks = chunk_size, left_chunks
-        self.cache_frames = chunk_size * left_chunks
+        self.chunk_size, self.num_left_chunks = chunk_size, num_left_chunks
+        self.cache_frames = chunk_size * num_left_chunks
         self.heads = enc.attention_heads
         self.d_k = enc.output_size() // self.heads
         self.output_size = enc.output_size()
@@ -190,9 +190,9 @@ def check_encoder_parity(model: ASRModel, encoder: BpuEncoder, chunks: int = 3) 
     return worst
 
 
-def rewrite(model: ASRModel, chunk_size: int, left_chunks: int, layer_norm_on_bpu: bool = False) -> Tuple[BpuEncoder, BpuCtc]:
+def rewrite(model: ASRModel, chunk_size: int, num_left_chunks: int, layer_norm_on_bpu: bool = False) -> Tuple[BpuEncoder, BpuCtc]:
     """Contract check, then the 4-D encoder and CTC; each module and a 3-chunk stream checked."""
-    check_contract(model, chunk_size, left_chunks)
-    encoder = BpuEncoder(model, chunk_size, left_chunks, layer_norm_on_bpu).eval()
+    check_contract(model, chunk_size, num_left_chunks)
+    encoder = BpuEncoder(model, chunk_size, num_left_chunks, layer_norm_on_bpu).eval()
     check_encoder_parity(model, encoder)
     return encoder, BpuCtc(model).eval()

@@ -79,7 +79,7 @@ def check_saved(path: Path, shapes: Mapping[str, Tuple[int, ...]]) -> None:
 def export_bpu(model: ASRModel, encoder: BpuEncoder, ctc: BpuCtc, out_dir: Path) -> Dict[str, Path]:
     """encoder.onnx and ctc.onnx under out_dir, each with its op placement report beside it
     (<graph>.placement.json); returns name -> path of the graphs."""
-    geometry = model_geometry(model, encoder.chunk_size, encoder.left_chunks)
+    geometry = model_geometry(model, encoder.chunk_size, encoder.num_left_chunks)
     meta = {**geometry, "opset": OPSET, "model_type": "wenet_x3_bpu", "cache_frames": encoder.cache_frames,
             "layer_norm_on_bpu": int(any(getattr(m, "layer_norm_on_bpu", False) for m in encoder.modules()))}
     hidden = {"hidden": torch.zeros(1, encoder.output_size, 1, encoder.chunk_size)}

@@ -13,15 +13,21 @@ returns raw logits (log-softmax on the host). Two protocols:
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
 from ..artifact.metadata import StreamGeometry, read_metadata
-from ..artifact.onnx_io import session
+from ..artifact.onnx_io import graph_inputs, session
 from .search import Hyp
 
 PROTOCOLS = ("exact", "board")
+
+
+class GraphSession(Protocol):
+    """What runs one graph: onnxruntime's InferenceSession or anything with its run()."""
+
+    def run(self, output_names: Optional[Sequence[str]], feeds: Dict[str, np.ndarray]) -> List[np.ndarray]: ...
 
 
 @dataclass
@@ -42,15 +48,18 @@ class OnnxBpuBackend:
 
     has_decoder = False
 
-    def __init__(self, encoder: Path, ctc: Path, protocol: str = "exact", threads: int = 1):
+    def __init__(self, encoder: Path, ctc: Path, protocol: str = "exact", threads: int = 1,
+                 sessions: Optional[Tuple[GraphSession, GraphSession]] = None):
+        """sessions: what runs the two graphs (encoder, ctc); None = onnxruntime on the CPU. Another
+        runner (the RK3588 simulator) runs the same graphs compiled, fed exactly alike."""
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol {protocol!r}: use one of {PROTOCOLS}")
         stream = StreamGeometry.from_metadata(read_metadata(encoder, ("wenet_x3_bpu",)))
-        self.geometry, self.chunk_size, self.left_chunks = stream.input, stream.chunk_size, stream.left_chunks
+        self.geometry, self.chunk_size, self.num_left_chunks = stream.input, stream.chunk_size, stream.num_left_chunks
         self.window = stream.decoding_window
         self.protocol = protocol
-        self.encoder, self.ctc = session(encoder, threads), session(ctc, threads)
-        self.shapes = {i.name: tuple(i.shape) for i in self.encoder.get_inputs()}
+        self.encoder, self.ctc = sessions or (session(encoder, threads), session(ctc, threads))
+        self.shapes = {name: tuple(shape) for name, shape in graph_inputs(encoder)}
         self.heads = self.shapes["att_mask"][1]
         self.cache_frames = self.shapes["att_cache"][3]
 
@@ -58,8 +67,8 @@ class OnnxBpuBackend:
         raise ValueError("the X3 encoder is a streaming model: decode it with chunk_size > 0")
 
     def start_stream(self, chunk_size: int, num_left_chunks: int) -> BpuStreamState:
-        if (chunk_size, num_left_chunks) != (self.chunk_size, self.left_chunks):
-            raise ValueError(f"X3 encoder exported for chunk {self.chunk_size} / left {self.left_chunks}, "
+        if (chunk_size, num_left_chunks) != (self.chunk_size, self.num_left_chunks):
+            raise ValueError(f"X3 encoder exported for chunk {self.chunk_size} / left {self.num_left_chunks}, "
                              f"asked for {chunk_size} / {num_left_chunks}")
         return BpuStreamState(0, np.zeros(self.shapes["att_cache"], np.float32),
                               np.zeros(self.shapes["cnn_cache"], np.float32))

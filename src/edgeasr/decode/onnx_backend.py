@@ -28,7 +28,7 @@ class OnnxCpuBackend(ScoringBackend):
     def __init__(self, encoder: Path, ctc: Path, decoder: Optional[Path], threads: int = 1):
         meta = read_metadata(encoder, ("wenet_cpu", "wenet_ctc"))  # cpu/ or sherpa/
         stream = StreamGeometry.from_metadata(meta)
-        self.geometry, self.chunk_size, self.left_chunks = stream.input, stream.chunk_size, stream.left_chunks
+        self.geometry, self.chunk_size, self.num_left_chunks = stream.input, stream.chunk_size, stream.num_left_chunks
         self.sos, self.eos = int(meta["sos_symbol"]), int(meta["eos_symbol"])
         self.encoder = session(encoder, threads)
         self.encoder_inputs = [i.name for i in self.encoder.get_inputs()]
@@ -38,7 +38,7 @@ class OnnxCpuBackend(ScoringBackend):
         self.has_decoder = self.decoder is not None
         layers, heads = int(meta["num_blocks"]), int(meta["head"])
         d_k2 = 2 * int(meta["output_size"]) // heads
-        self.cache_frames = self.chunk_size * self.left_chunks if self.left_chunks > 0 else 0
+        self.cache_frames = self.chunk_size * self.num_left_chunks if self.num_left_chunks > 0 else 0
         self.att_cache_shape = (layers, heads, self.cache_frames, d_k2)
         self.cnn_cache_shape = (layers, 1, int(meta["output_size"]), int(meta["cnn_module_kernel"]) - 1)
 
@@ -46,9 +46,9 @@ class OnnxCpuBackend(ScoringBackend):
         raise ValueError("cpu/encoder.onnx is a streaming model: decode it with chunk_size > 0")
 
     def start_stream(self, chunk_size: int, num_left_chunks: int) -> OnnxStreamState:
-        if (chunk_size, num_left_chunks) != (self.chunk_size, self.left_chunks):
+        if (chunk_size, num_left_chunks) != (self.chunk_size, self.num_left_chunks):
             raise ValueError(
-                f"encoder.onnx was exported for chunk {self.chunk_size} / left {self.left_chunks}, "
+                f"encoder.onnx was exported for chunk {self.chunk_size} / left {self.num_left_chunks}, "
                 f"asked for {chunk_size} / {num_left_chunks}"
             )
         return OnnxStreamState(
@@ -56,7 +56,7 @@ class OnnxCpuBackend(ScoringBackend):
         )
 
     def _att_mask(self, chunks_done: int) -> np.ndarray:
-        if self.left_chunks <= 0:
+        if self.num_left_chunks <= 0:
             return np.ones((0, 0, 0), dtype=bool)
         mask = np.ones((1, 1, self.cache_frames + self.chunk_size), dtype=bool)
         filled = min(chunks_done * self.chunk_size, self.cache_frames)
@@ -64,7 +64,7 @@ class OnnxCpuBackend(ScoringBackend):
         return mask
 
     def encode_chunk(self, window: np.ndarray, state: OnnxStreamState) -> Tuple[np.ndarray, np.ndarray, OnnxStreamState]:
-        required = self.cache_frames if self.left_chunks > 0 else (-1 if self.left_chunks < 0 else 0)
+        required = self.cache_frames if self.num_left_chunks > 0 else (-1 if self.num_left_chunks < 0 else 0)
         feed = {
             "chunk": window[None].astype(np.float32),
             "offset": np.array(state.offset, dtype=np.int64),
@@ -109,7 +109,7 @@ class OnnxGpuBackend:
     def __init__(self, encoder: Path, encoder_streaming: Optional[Path], decoder: Optional[Path], threads: int = 1):
         meta = read_metadata(encoder, ("wenet_gpu",))
         stream = StreamGeometry.from_metadata(meta)
-        self.geometry, self.chunk_size, self.left_chunks = stream.input, stream.chunk_size, stream.left_chunks
+        self.geometry, self.chunk_size, self.num_left_chunks = stream.input, stream.chunk_size, stream.num_left_chunks
         self.window = stream.decoding_window
         self.vocab_size = int(meta["vocab_size"])
         self.sos, self.eos = int(meta["sos_symbol"]), int(meta["eos_symbol"])
@@ -122,7 +122,7 @@ class OnnxGpuBackend:
         self.decoder_inputs = [i.name for i in self.decoder.get_inputs()] if self.decoder else []
         self.has_decoder = self.decoder is not None
         layers, heads, d = int(meta["num_blocks"]), int(meta["head"]), int(meta["output_size"])
-        self.cache_frames = self.chunk_size * self.left_chunks
+        self.cache_frames = self.chunk_size * self.num_left_chunks
         self.att_cache_shape = (1, layers, heads, self.cache_frames, 2 * d // heads)
         self.cnn_cache_shape = (1, layers, d, int(meta["cnn_module_kernel"]) - 1)
 
@@ -136,9 +136,9 @@ class OnnxGpuBackend:
     def start_stream(self, chunk_size: int, num_left_chunks: int) -> GpuStreamState:
         if self.streaming is None:
             raise ValueError("gpu/streaming/ was not exported for this model (metrics/export.json says why)")
-        if (chunk_size, num_left_chunks) != (self.chunk_size, self.left_chunks):
+        if (chunk_size, num_left_chunks) != (self.chunk_size, self.num_left_chunks):
             raise ValueError(
-                f"gpu/streaming/encoder.onnx was exported for chunk {self.chunk_size} / left {self.left_chunks}, "
+                f"gpu/streaming/encoder.onnx was exported for chunk {self.chunk_size} / left {self.num_left_chunks}, "
                 f"asked for {chunk_size} / {num_left_chunks}"
             )
         return GpuStreamState(

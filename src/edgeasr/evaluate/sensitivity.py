@@ -44,17 +44,17 @@ class DevScorer:
 
     prepared: Sequence[PreparedUtterance]
     chunk_size: int
-    left_chunks: int
+    num_left_chunks: int
     id_to_token: Mapping[int, str]
     threads: int = 1
     reference_cer: float = field(init=False)
     float_outputs: List[Tuple[np.ndarray, np.ndarray]] = field(init=False)
 
     def prime(self, pytorch: Backend, float_graphs: OnnxBpuBackend) -> None:
-        hyps = [self._hyp(stream_encode(pytorch, p.feats, self.chunk_size, self.left_chunks)[1])
+        hyps = [self._hyp(stream_encode(pytorch, p.feats, self.chunk_size, self.num_left_chunks)[1])
                 for p in tqdm(self.prepared, desc="dev: PyTorch", unit="utt")]
         self.reference_cer = self._cer(hyps)
-        self.float_outputs = [stream_encode(float_graphs, p.feats, self.chunk_size, self.left_chunks)
+        self.float_outputs = [stream_encode(float_graphs, p.feats, self.chunk_size, self.num_left_chunks)
                               for p in tqdm(self.prepared, desc="dev: float graphs", unit="utt")]
 
     def _hyp(self, log_probs: np.ndarray) -> str:
@@ -68,7 +68,7 @@ class DevScorer:
         pooled = [PooledCosine(), PooledCosine()]
         hyps = []
         for p, ref in zip(self.prepared, self.float_outputs):
-            got = stream_encode(backend, p.feats, self.chunk_size, self.left_chunks)
+            got = stream_encode(backend, p.feats, self.chunk_size, self.num_left_chunks)
             for acc, a, b in zip(pooled, ref, got):
                 acc.add(a, b)
             hyps.append(self._hyp(got[1]))
@@ -184,7 +184,7 @@ def dev_scorer(model_dir: Path, dev_list: Path, max_utts: int, float_encoder: Pa
     model, _, symbols = load_model(model_dir)
     float_graphs = OnnxBpuBackend(float_encoder, float_ctc, "exact", threads)
     prepared = prepare(dev_list, max_utts, min_input_frames(model.encoder.embed.right_context)).utterances
-    scorer = DevScorer(prepared, float_graphs.chunk_size, float_graphs.left_chunks,
+    scorer = DevScorer(prepared, float_graphs.chunk_size, float_graphs.num_left_chunks,
                        {i: t for t, i in symbols.items()}, threads)
     scorer.prime(TorchBackend(model), float_graphs)
     return scorer

@@ -15,14 +15,14 @@ from ..frontend import SAMPLE_RATE
 
 
 class SherpaRecognizer:
-    def __init__(self, model_dir: Path, chunk_size: int, left_chunks: int, threads: int = 1, wenet_frontend: bool = True):
+    def __init__(self, model_dir: Path, chunk_size: int, num_left_chunks: int, threads: int = 1, wenet_frontend: bool = True):
         import sherpa_onnx  # optional at import time of edgeasr; required by eval_onnx
 
         self.recognizer = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
             tokens=str(model_dir / "tokens.txt"),
             model=str(model_dir / "model.onnx"),
             chunk_size=chunk_size,
-            num_left_chunks=left_chunks,
+            num_left_chunks=num_left_chunks,
             num_threads=threads,
             sample_rate=SAMPLE_RATE,
             feature_dim=80,

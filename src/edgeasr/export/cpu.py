@@ -2,8 +2,8 @@
 plus dynamically quantized INT8 copies (*.int8.onnx). A CTC-only model gets a neutral decoder.onnx
 (all scores 0, metadata `decoder: none`): WeNet's runtime will not start without the file.
 
-The encoder keeps a fixed-size attention cache of chunk * left_chunks frames and masks the slots not
-yet filled with att_mask (WeNet's "real cache, real mask" export); with left_chunks < 0 (unlimited)
+The encoder keeps a fixed-size attention cache of chunk * num_left_chunks frames and masks the slots not
+yet filled with att_mask (WeNet's "real cache, real mask" export); with num_left_chunks < 0 (unlimited)
 the cache grows (a dynamic axis) and the graph has no att_mask / required_cache_size inputs. Inputs a
 model does not read are absent, as in the file WeNet's exporter writes (offset of a no_pos model,
 cnn_cache without a causal conv module), and WeNet's runtime feeds inputs by name.
@@ -22,36 +22,36 @@ from ..model.embedding import NoPositionalEncoding
 from .graphs import CtcHead, NeutralRescoringDecoder, RescoringDecoder, StreamingEncoder, dense_moe, io_shapes
 
 
-def streaming_example_inputs(model: ASRModel, chunk_size: int, left_chunks: int) -> tuple:
+def streaming_example_inputs(model: ASRModel, chunk_size: int, num_left_chunks: int) -> tuple:
     """Inputs of the first chunk in the runtime's layout (fixed cache, nothing filled yet)."""
-    layers, heads, d_k, cache, lorder = io_shapes(model, chunk_size, left_chunks)
-    geometry = model_geometry(model, chunk_size, left_chunks)
+    layers, heads, d_k, cache, lorder = io_shapes(model, chunk_size, num_left_chunks)
+    geometry = model_geometry(model, chunk_size, num_left_chunks)
     chunk = torch.randn(1, geometry["decoding_window"], geometry["feature_size"])
-    if left_chunks > 0:
+    if num_left_chunks > 0:
         required = cache
         att_mask = torch.ones(1, 1, cache + chunk_size, dtype=torch.bool)
         att_mask[:, :, :cache] = False
     else:
-        required = -1 if left_chunks < 0 else 0
+        required = -1 if num_left_chunks < 0 else 0
         att_mask = torch.ones(0, 0, 0, dtype=torch.bool)
     att_cache = torch.zeros(layers, heads, cache, 2 * d_k)
     cnn_cache = torch.zeros(layers, 1, model.encoder.output_size(), lorder)
     return chunk, torch.tensor(0), torch.tensor(required), att_cache, cnn_cache, att_mask
 
 
-def export_cpu(model: ASRModel, out_dir: Path, chunk_size: int, left_chunks: int, opset: int = 13) -> Dict[str, Path]:
+def export_cpu(model: ASRModel, out_dir: Path, chunk_size: int, num_left_chunks: int, opset: int = 13) -> Dict[str, Path]:
     """Write encoder/ctc/decoder .onnx and their .int8.onnx copies; returns name -> path."""
-    meta = {**model_geometry(model, chunk_size, left_chunks), "opset": opset, "model_type": "wenet_cpu"}
+    meta = {**model_geometry(model, chunk_size, num_left_chunks), "opset": opset, "model_type": "wenet_cpu"}
     d = model.encoder.output_size()
     paths = {name: out_dir / f"{name}.onnx" for name in ("encoder", "ctc", "decoder")}
-    _, _, _, _, conv_cache_frames = io_shapes(model, chunk_size, left_chunks)
+    _, _, _, _, conv_cache_frames = io_shapes(model, chunk_size, num_left_chunks)
     unread = (["cnn_cache"] if conv_cache_frames == 0 else []) + (
-        ["required_cache_size", "att_mask"] if left_chunks <= 0 else []
+        ["required_cache_size", "att_mask"] if num_left_chunks <= 0 else []
     ) + (["offset"] if isinstance(model.encoder.embed.pos_enc, NoPositionalEncoding) else [])
     with dense_moe(model):
         export_graph(
             StreamingEncoder(model),
-            streaming_example_inputs(model, chunk_size, left_chunks),
+            streaming_example_inputs(model, chunk_size, num_left_chunks),
             paths["encoder"],
             ["chunk", "offset", "required_cache_size", "att_cache", "cnn_cache", "att_mask"],
             ["output", "r_att_cache", "r_cnn_cache"],

@@ -32,10 +32,10 @@ from .graphs import BatchEncoder, BatchRescoringDecoder, BatchStreamingEncoder, 
 CONFIG = "config.yaml"  # the file runtime/gpu/scripts/convert.py reads beside the models
 
 
-def streaming_unsupported(model: ASRModel, left_chunks: int) -> Optional[str]:
+def streaming_unsupported(model: ASRModel, num_left_chunks: int) -> Optional[str]:
     """Why WeNet's Triton streaming model cannot hold this model, or None."""
-    if left_chunks <= 0:
-        return (f"streaming.num_decoding_left_chunks={left_chunks}: the Triton streaming encoder keeps a "
+    if num_left_chunks <= 0:
+        return (f"streaming.num_decoding_left_chunks={num_left_chunks}: the Triton streaming encoder keeps a "
                 "fixed cache of chunk x left chunks")
     conv = getattr(model.encoder.encoders[0], "conv_module", None)
     if conv is not None and conv.lorder == 0:
@@ -58,11 +58,11 @@ def export_offline_encoder(model: ASRModel, path: Path, beam_size: int, opset: i
     )
 
 
-def export_streaming_encoder(model: ASRModel, path: Path, chunk_size: int, left_chunks: int, beam_size: int,
+def export_streaming_encoder(model: ASRModel, path: Path, chunk_size: int, num_left_chunks: int, beam_size: int,
                              opset: int) -> None:
     enc = model.encoder
-    layers, heads, d_k, cache, lorder = io_shapes(model, chunk_size, left_chunks)
-    window = model_geometry(model, chunk_size, left_chunks)["decoding_window"]
+    layers, heads, d_k, cache, lorder = io_shapes(model, chunk_size, num_left_chunks)
+    window = model_geometry(model, chunk_size, num_left_chunks)["decoding_window"]
     inputs = ["chunk_xs", "chunk_lens", "offset", "att_cache", "cnn_cache", "cache_mask"]
     outputs = ["log_probs", "log_probs_idx", "chunk_out", "chunk_out_lens", "r_offset", "r_att_cache",
                "r_cnn_cache", "r_cache_mask"]
@@ -118,33 +118,33 @@ def export_rescoring_decoder(model: ASRModel, path: Path, ctc_weight: float, rev
     )
 
 
-def export_gpu(model: ASRModel, out_dir: Path, chunk_size: int, left_chunks: int, beam_size: int,
+def export_gpu(model: ASRModel, out_dir: Path, chunk_size: int, num_left_chunks: int, beam_size: int,
                ctc_weight: float, reverse_weight: float, opset: int = 13) -> Dict[str, object]:
     """Write gpu/offline (and gpu/streaming when the model streams there); returns name -> path,
     plus `skipped`: {family: reason} for what was not written."""
-    geometry = model_geometry(model, chunk_size, left_chunks)
+    geometry = model_geometry(model, chunk_size, num_left_chunks)
     meta = {**geometry, "beam_size": beam_size, "opset": opset, "model_type": "wenet_gpu",
             "ctc_weight": ctc_weight, "reverse_weight": reverse_weight}
     weights = {"beam_size": beam_size, "ctc_weight": ctc_weight, "reverse_weight": reverse_weight, "fp16": False}
     paths: Dict[str, object] = {"offline_encoder": out_dir / "offline" / "encoder.onnx"}
     skipped: Dict[str, str] = {}
-    why_not_streaming = streaming_unsupported(model, left_chunks)
+    why_not_streaming = streaming_unsupported(model, num_left_chunks)
     with dense_moe(model):
         export_offline_encoder(model, paths["offline_encoder"], beam_size, opset)
         if why_not_streaming is None:
             paths["streaming_encoder"] = out_dir / "streaming" / "encoder.onnx"
-            export_streaming_encoder(model, paths["streaming_encoder"], chunk_size, left_chunks, beam_size, opset)
+            export_streaming_encoder(model, paths["streaming_encoder"], chunk_size, num_left_chunks, beam_size, opset)
         else:
             skipped["gpu_streaming"] = why_not_streaming
     folders = {"offline": weights}
     if why_not_streaming is None:
-        _, _, _, _, lorder = io_shapes(model, chunk_size, left_chunks)
+        _, _, _, _, lorder = io_shapes(model, chunk_size, num_left_chunks)
         folders["streaming"] = {
             **weights,
             "subsampling_rate": geometry["subsampling_rate"],
             "context": geometry["right_context"] + 1,
             "decoding_chunk_size": chunk_size,
-            "num_decoding_left_chunks": left_chunks,
+            "num_decoding_left_chunks": num_left_chunks,
             "feat_size": geometry["feature_size"],
             "decoding_window": geometry["decoding_window"],
             "cnn_module_kernel_cache": lorder,

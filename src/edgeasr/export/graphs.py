@@ -230,10 +230,10 @@ class BatchRescoringDecoder(torch.nn.Module):
         return torch.argmax(total, dim=1)
 
 
-def io_shapes(model: ASRModel, chunk_size: int, left_chunks: int) -> Tuple[int, int, int, int, int]:
+def io_shapes(model: ASRModel, chunk_size: int, num_left_chunks: int) -> Tuple[int, int, int, int, int]:
     """(layers, heads, d_k, cache frames, conv cache frames) of the streaming interface."""
     enc = model.encoder
     conv = getattr(enc.encoders[0], "conv_module", None)
     lorder = conv.lorder if conv is not None else 0
-    cache = chunk_size * left_chunks if left_chunks > 0 else 0
+    cache = chunk_size * num_left_chunks if num_left_chunks > 0 else 0
     return len(enc.encoders), enc.attention_heads, enc.output_size() // enc.attention_heads, cache, lorder

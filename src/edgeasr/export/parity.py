@@ -24,15 +24,15 @@ def compare(
     candidate: Backend,
     utterances: Sequence[np.ndarray],
     chunk_size: int,
-    left_chunks: int,
+    num_left_chunks: int,
     tensors: Sequence[str] = ("encoder_out", "ctc_log_probs"),
 ) -> Dict[str, float]:
     """Max |diff| of encoder frames and/or CTC log-probs, streamed (chunk_size > 0) or full context."""
     worst = {name: 0.0 for name in tensors}
     for feats in utterances:
         if chunk_size > 0:
-            ref = stream_encode(reference, feats, chunk_size, left_chunks)
-            got = stream_encode(candidate, feats, chunk_size, left_chunks)
+            ref = stream_encode(reference, feats, chunk_size, num_left_chunks)
+            got = stream_encode(candidate, feats, chunk_size, num_left_chunks)
         else:
             ref, got = reference.encode(feats), candidate.encode(feats)
         for index, name in enumerate(("encoder_out", "ctc_log_probs")):

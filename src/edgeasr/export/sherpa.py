@@ -2,7 +2,7 @@
 `sherpa_onnx.OnlineRecognizer.from_wenet_ctc` loads unchanged.
 
 sherpa-onnx feeds six inputs by position (x, offset (1,), required_cache_size (1,), attn_cache,
-conv_cache, attn_mask), starts `offset` at chunk * left_chunks, and reads head, num_blocks,
+conv_cache, attn_mask), starts `offset` at chunk * num_left_chunks, and reads head, num_blocks,
 output_size, cnn_module_kernel, right_context, subsampling_factor and vocab_size from metadata,
 with model_type = wenet_ctc.
 """
@@ -42,17 +42,17 @@ class SherpaStreamingModel(torch.nn.Module):
         return self.ctc.log_softmax(out), new_attn_cache, new_conv_cache
 
 
-def export_sherpa(model: ASRModel, units: Path, out_dir: Path, chunk_size: int, left_chunks: int,
+def export_sherpa(model: ASRModel, units: Path, out_dir: Path, chunk_size: int, num_left_chunks: int,
                   opset: int = 13) -> Dict[str, Path]:
-    if left_chunks <= 0:
+    if num_left_chunks <= 0:
         raise EdgeAsrError(
-            f"streaming.num_decoding_left_chunks: sherpa-onnx's WeNet runtime needs a fixed cache (> 0), got {left_chunks}"
+            f"streaming.num_decoding_left_chunks: sherpa-onnx's WeNet runtime needs a fixed cache (> 0), got {num_left_chunks}"
         )
     if read_symbol_table(units).get("<blank>") != 0:
         # sherpa-onnx exits the process (not an exception) when tokens.txt lacks it.
         raise EdgeAsrError(f"{units}: sherpa-onnx needs '<blank> 0' in tokens.txt")
-    chunk, offset, required, att_cache, cnn_cache, att_mask = streaming_example_inputs(model, chunk_size, left_chunks)
-    meta = model_geometry(model, chunk_size, left_chunks)
+    chunk, offset, required, att_cache, cnn_cache, att_mask = streaming_example_inputs(model, chunk_size, num_left_chunks)
+    meta = model_geometry(model, chunk_size, num_left_chunks)
     # sherpa-onnx sizes conv_cache from metadata (cnn_module_kernel - 1) whether or not it is read.
     cnn_cache = torch.zeros(cnn_cache.size(0), 1, cnn_cache.size(2), int(meta["cnn_module_kernel"]) - 1)
     path = out_dir / "model.onnx"
@@ -67,7 +67,7 @@ def export_sherpa(model: ASRModel, units: Path, out_dir: Path, chunk_size: int, 
             opset,
         )
     write_metadata(path, {**meta, "model_type": "wenet_ctc", "version": "1", "opset": opset,
-                          "num_left_chunks": left_chunks})
+                          "num_left_chunks": num_left_chunks})
     tokens = out_dir / "tokens.txt"
     shutil.copy(units, tokens)
     return {"model": path, "tokens": tokens}

@@ -1,0 +1,95 @@
+"""Compile the X3 float graphs for the RK3588 with rknn-toolkit2, and summarize what the toolkit said.
+
+Contract: the input is the exact 4-D streaming rewrite (exp/bpu: encoder.onnx with chunk, att_cache,
+cnn_cache and att_mask inputs of static shape, ctc.onnx on (1, D, 1, chunk)) and the calibrate
+stage's samples. NOTE: the 4-D graphs, not the 3-D cpu export: the RKNN compiler wants static
+shapes, and on the 4-D graph it places every compute op but the attention mask's `Equal` on the NPU
+(measured on the demo; the op table in metrics/rknn_ops.csv says it for each build).
+
+    <out>/dataset/...            the calibration samples as .npy lists (rknn.dataset)
+    <out>/<model>.rknn           the compiled model, what the board's runtime loads
+    <out>/<model>.build.log      the toolkit's verbose build log (layer table: op, NPU/CPU)
+    <out>/<model>.analysis/      accuracy_analysis on the first calibration sample (error_analysis.txt)
+"""
+
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Tuple
+
+import onnx
+
+from ..bpu.int8_groups import node_group
+from .dataset import first_sample, write_dataset
+from .reports import parse_accuracy, parse_layer_table
+from .toolkit import rknn_config, run_build
+
+MODELS = ("encoder", "ctc")
+IO_OPS = ("InputOperator", "OutputOperator")  # the runtime's tensor hand-offs, listed on the CPU
+WORST_LAYERS = 5
+
+
+def rknn_path(out: Path, model: str) -> Path:
+    return out / f"{model}.rknn"
+
+
+def analysis_file(out: Path, model: str) -> Path:
+    return out / f"{model}.analysis" / "error_analysis.txt"
+
+
+def tensor_groups(graph: Path, model: str) -> Dict[str, str]:
+    """Output tensor -> the layer group of the node that makes it (bpu.int8_groups' readable names)."""
+    nodes = onnx.load(str(graph), load_external_data=False).graph.node
+    return {output: node_group(model, node.name) for node in nodes for output in node.output}
+
+
+def group_of(tensor: str, groups: Mapping[str, str], model: str) -> str:
+    """The toolkit's tensor names are the ONNX ones, sometimes with a suffix it added (`_mm`, `_sw`, `_int8`)."""
+    for candidate in (tensor, tensor.rsplit("_", 1)[0]):
+        if candidate in groups:
+            return groups[candidate]
+    return "ctc" if model == "ctc" else "io"
+
+
+def build_model(python: Path, npu: Mapping[str, Any], model: str, graph: Path, calibration: Path,
+                out: Path) -> Tuple[Dict[str, Any], List[Dict[str, object]], List[Dict[str, object]]]:
+    """Build one graph; returns (its metrics, its accuracy rows, its op rows)."""
+    dataset, samples = write_dataset(calibration, model, graph, out / "dataset", int(npu["dataset_samples"]))
+    job = {"config": rknn_config(npu), "models": {model: {
+        "onnx": str(graph.resolve()), "dataset": str(dataset.resolve()), "rknn": str(rknn_path(out, model).resolve()),
+        "analysis_inputs": [str(Path(p).resolve()) for p in first_sample(dataset)],
+        "analysis_dir": str(analysis_file(out, model).parent.resolve())}}}
+    start = time.monotonic()
+    log = out / f"{model}.build.log"
+    ops = parse_layer_table(run_build(python, job, out / f"{model}.build.json", log), log)
+    seconds = time.monotonic() - start
+    accuracy = parse_accuracy(analysis_file(out, model).read_text(encoding="utf-8"), analysis_file(out, model))
+    groups = tensor_groups(graph, model)
+    for row in accuracy:
+        row["group"] = group_of(str(row["tensor"]), groups, model)
+    compute = [op for op in ops if op["op"] not in IO_OPS]
+    cpu = [op for op in compute if op["target"] == "CPU"]
+    worst = sorted(accuracy, key=lambda r: float(r["single_cos"]))[:WORST_LAYERS]
+    metrics = {
+        "calibration_samples": samples,
+        "build_seconds": round(seconds, 1),  # build + export + accuracy analysis, toolkit start included
+        "rknn_bytes": rknn_path(out, model).stat().st_size,
+        "ops": len(compute),
+        "ops_on_npu": len(compute) - len(cpu),
+        "ops_on_cpu": [f"{op['op']} {op['name']}" for op in cpu],
+        "output_cosine": float(accuracy[-1]["entire_cos"]),  # the last analysed layer, errors accumulated
+        "worst_layers": [{k: r[k] for k in ("group", "tensor", "op", "single_cos", "entire_cos")} for r in worst],
+    }
+    return metrics, accuracy, ops
+
+
+def compile_rknn(python: Path, npu: Mapping[str, Any], graphs: Path, calibration: Path,
+                 out: Path) -> Tuple[Dict[str, Any], List[Dict[str, object]], List[Dict[str, object]]]:
+    """Build both graphs; returns (metrics, accuracy rows, op rows), rows tagged with their graph."""
+    metrics: Dict[str, Any] = {"target": npu["name"], "config": rknn_config(npu)}
+    accuracy_rows: List[Dict[str, object]] = []
+    op_rows: List[Dict[str, object]] = []
+    for model in MODELS:
+        metrics[model], accuracy, ops = build_model(python, npu, model, graphs / f"{model}.onnx", calibration, out)
+        accuracy_rows += [{"graph": model, **row} for row in accuracy]
+        op_rows += [{"graph": model, **row} for row in ops]
+    return metrics, accuracy_rows, op_rows

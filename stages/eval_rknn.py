@@ -1,0 +1,58 @@
+"""eval_rknn: with npu=rk3588, the compiled RK3588 models streamed in rknn-toolkit2's simulator over the
+test sets; CER vs PyTorch (`compare.*`), cosine vs the float graphs, simulator seconds (not the chip's)."""
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from edgeasr.cli import run_stage, write_json
+from edgeasr.decode import TorchBackend
+from edgeasr.decode.bpu_backend import OnnxBpuBackend
+from edgeasr.evaluate.compare import decode_reference, evaluate_family
+from edgeasr.evaluate.quant import stream_cosine
+from edgeasr.evaluate.runner import decode_contexts
+from edgeasr.frontend.dataset import prepare
+from edgeasr.model import load_model
+from edgeasr.model.subsampling import min_input_frames
+from edgeasr.params import load_stage_params, to_dict
+from edgeasr.paths import BPU, RKNN, RKNN_METRICS
+from edgeasr.rknn.simulate import simulator_backend, simulator_job
+from edgeasr.rknn.toolkit import Simulator, find_python
+
+TARGET = "rk3588"
+CTC_MODES = ("ctc_greedy", "ctc_prefix_beam")  # CTC graphs only, as on the X3
+
+
+def main(argv: list) -> None:
+    p = load_stage_params("eval_rknn", argv)
+    npu = to_dict(p.npu)
+    if npu["name"] != TARGET:
+        write_json(RKNN_METRICS, {"target": npu["name"], "note": f"npu={npu['name']}: the RK3588 path is off"})
+        return
+    torch.set_num_threads(p.compare.threads)
+    model, _, symbols = load_model(p.model.dir)
+    id_to_token = {i: t for t, i in symbols.items()}
+    opts = decode_contexts(p.compare, p.streaming, CTC_MODES, full_context=False)["streaming"]
+    float_graphs = OnnxBpuBackend(BPU / "encoder.onnx", BPU / "ctc.onnx", "exact", p.compare.threads)
+    pytorch = TorchBackend(model)
+    with tempfile.TemporaryDirectory(prefix="edgeasr-rknn-") as tmp, \
+            Simulator(find_python(npu["toolkit_python"]), simulator_job(npu, BPU, RKNN), Path(tmp) / "job.json",
+                      RKNN_METRICS.with_suffix(".log")) as simulator:
+        simulated = simulator_backend(simulator, BPU)
+        metrics = {"target": TARGET, "simulated": "rknn-toolkit2's x86 simulator, models rebuilt from exp/rknn's inputs"}
+        for name, data_list in p.data.test_sets.items():
+            prepared = prepare(Path(data_list), p.compare.max_utts,
+                               min_input_frames(model.encoder.embed.right_context)).utterances
+            reference = decode_reference(pytorch, prepared, {"streaming": opts}, id_to_token)
+            result = evaluate_family(simulated, prepared, opts, "streaming", id_to_token, reference, "rk3588_int8")
+            # NOTE: the x86 simulator's speed says nothing about the chip's: never reported as an RTF.
+            result["simulator_time"] = {"seconds_per_audio_second": result.pop("rtf"),
+                                        "ms_per_chunk": result.pop("chunk_compute_ms")}
+            result.update(stream_cosine(float_graphs, simulated, prepared, opts))
+            metrics[name] = result
+    write_json(RKNN_METRICS, metrics)
+
+
+if __name__ == "__main__":
+    run_stage(main)

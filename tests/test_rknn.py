@@ -1,0 +1,190 @@
+"""The RK3588 path: rknn-toolkit2's reports parsed, the toolkit found or explained, the simulator's pipe
+protocol (against a stand-in toolkit), and the real toolchain end to end on a tiny model (skipped where
+its environment is missing: `python -m edgeasr.rknn.toolkit create-env`)."""
+
+import json
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from conftest import condition_, noise_bursts, write_model_dir
+from edgeasr.bpu import export_bpu, rewrite
+from edgeasr.bpu.calibration import build_calibration
+from edgeasr.decode import TorchBackend, ctc_greedy_search, stream_encode
+from edgeasr.decode.bpu_backend import OnnxBpuBackend
+from edgeasr.decode.recognizer import DecodeOptions
+from edgeasr.errors import EdgeAsrError
+from edgeasr.evaluate.compare import decode_reference, evaluate_family
+from edgeasr.evaluate.quant import stream_cosine
+from edgeasr.evaluate.runner import detokenize
+from edgeasr.frontend import compute_fbank, read_audio
+from edgeasr.frontend.dataset import prepare
+from edgeasr.model import load_model
+from edgeasr.rknn.compile import compile_rknn, rknn_path
+from edgeasr.rknn.reports import parse_accuracy, parse_layer_table
+from edgeasr.rknn.simulate import simulator_backend, simulator_job
+from edgeasr.rknn.toolkit import ENV_VARIABLE, Simulator, available, find_python
+
+LAYER_LOG = """\
+D RKNN: [12:57:48.352] >>>>>> start: rknn::RKNNModelRegCmdbuildPass
+D RKNN: [12:57:48.458] ----------------------------------------------------------------------------------
+D RKNN: [12:57:48.458]                     Network Layer Information Table
+D RKNN: [12:57:48.458] ----------------------------------------------------------------------------------
+D RKNN: [12:57:48.458] ID   OpType             DataType Target InputShape      OutputShape   Cycles(DDR/NPU/Total)    RW(KB)       FullName
+D RKNN: [12:57:48.458] ----------------------------------------------------------------------------------
+D RKNN: [12:57:48.458] 0    InputOperator      INT8     CPU    \\               (1,1,71,80)   0/0/0      0     InputOperator:chunk
+D RKNN: [12:57:48.458] 5    Conv               INT8     NPU    (1,1,71,80),(1)  (1,1,71,80)  4089/22720/22720   5
+D RKNN: [12:57:48.458] 41   Equal              INT8     CPU    (4,8,1,136),(4,8,1,136)  (4,8,1,136)  0/0/0  25  Equal:/encoders.0/self_attn/Equal
+D RKNN: [12:57:48.458] 236  OutputOperator     INT8     CPU    (1,64,1,8)      \\             0/0/0      0     OutputOperator:output
+D RKNN: [12:57:48.458] ----------------------------------------------------------------------------------
+D RKNN: [12:57:48.502] 4   Split          cnn_cache      INT8      NC1HWC2      (1,64,6,6)    (1,4,6,6,16)    | 0x0
+"""
+
+ACCURACY = """\
+layer_name                                            simulator_error
+                                                entire              single
+                                             cos      euc        cos      euc
+----------------------------------------------------------------------------------
+[Input] chunk                                1.00000 | 0.00000   1.00000 | 0.00000
+[Conv] /embed/conv/conv.0/Conv_output_0
+[Relu] /embed/conv/conv.1/Relu_output_0      0.99960 | 1.71406   0.99978 | 1.26321
+"""
+
+
+def test_layer_table_rows_with_targets_and_names(tmp_path):
+    rows = parse_layer_table(LAYER_LOG, tmp_path / "encoder.build.log")
+    assert rows == [
+        {"id": 0, "op": "InputOperator", "target": "CPU", "name": "chunk"},
+        {"id": 5, "op": "Conv", "target": "NPU", "name": ""},  # fused: the toolkit prints no name
+        {"id": 41, "op": "Equal", "target": "CPU", "name": "/encoders.0/self_attn/Equal"},
+        {"id": 236, "op": "OutputOperator", "target": "CPU", "name": "output"},
+    ]  # and the next table of the log (feature tensors) is not read as layers
+
+
+def test_a_log_without_the_layer_table_is_named(tmp_path):
+    with pytest.raises(EdgeAsrError, match=r"encoder\.build\.log: no 'Network Layer Information Table'"):
+        parse_layer_table("I rknn building ...\n", tmp_path / "encoder.build.log")
+
+
+def test_accuracy_rows_skip_fused_layers():
+    rows = parse_accuracy(ACCURACY, "error_analysis.txt")
+    assert rows == [{"op": "Input", "tensor": "chunk", "entire_cos": 1.0, "single_cos": 1.0},
+                    {"op": "Relu", "tensor": "/embed/conv/conv.1/Relu_output_0", "entire_cos": 0.9996,
+                     "single_cos": 0.99978}]
+    with pytest.raises(EdgeAsrError, match="error_analysis.txt: no per-layer rows"):
+        parse_accuracy("layer_name\n----\n", "error_analysis.txt")
+
+
+def test_missing_toolkit_says_where_it_looked_and_how_to_create_it(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_VARIABLE, raising=False)
+    with pytest.raises(EdgeAsrError, match=r"/nowhere/python \(npu\.toolkit_python\): create its environment "
+                                           r"with `python -m edgeasr\.rknn\.toolkit create-env`"):
+        find_python("/nowhere/python")
+    monkeypatch.setenv(ENV_VARIABLE, str(tmp_path / "python"))
+    with pytest.raises(EdgeAsrError, match=ENV_VARIABLE):
+        find_python(None)
+    (tmp_path / "python").write_text("")
+    assert find_python(None) == tmp_path / "python"
+    monkeypatch.chdir(tmp_path)
+    assert find_python("python") == tmp_path / "python"  # absolute: the toolkit runs in another directory
+
+
+STAND_IN = '''
+"""A stand-in for rknn.api: builds nothing; inference returns (first input x 2, last input + 1)."""
+class RKNN:
+    def __init__(self, verbose=False): pass
+    def config(self, **kwargs): return 0
+    def load_onnx(self, model): return 0 if model.endswith(".onnx") else -1
+    def build(self, do_quantization=True, dataset=None): return 0
+    def init_runtime(self): print("the toolkit prints to stdout"); return 0
+    def inference(self, inputs, data_format=None):
+        assert data_format == ["nchw"] * len(inputs)
+        return [inputs[0] * 2, inputs[-1] + 1]
+    def release(self): pass
+'''
+
+
+@pytest.fixture
+def stand_in_toolkit(tmp_path, monkeypatch):
+    """`rknn.api` on PYTHONPATH for the worker this interpreter runs."""
+    (tmp_path / "toolkit" / "rknn").mkdir(parents=True)
+    (tmp_path / "toolkit" / "rknn" / "__init__.py").write_text("")
+    (tmp_path / "toolkit" / "rknn" / "api.py").write_text(textwrap.dedent(STAND_IN))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "toolkit"))
+    return sys.executable
+
+
+def test_simulator_protocol_round_trips_arrays_in_graph_input_order(tmp_path, stand_in_toolkit):
+    job = {"config": {}, "models": {"enc": {"onnx": "enc.onnx", "dataset": "enc.txt"}}}
+    a, b = np.arange(6, dtype=np.float32).reshape(1, 2, 3), np.full((2, 2), 0.5, np.float32)
+    with Simulator(stand_in_toolkit, job, tmp_path / "job.json", tmp_path / "serve.log") as simulator:
+        assert simulator.ready == {"ready": True}  # the toolkit's own print did not reach the protocol
+        session = simulator.session("enc", ["a", "b"])
+        for _ in range(2):
+            out = session.run(None, {"b": b, "a": a})
+            np.testing.assert_array_equal(out[0], a * 2)
+            np.testing.assert_array_equal(out[1], b + 1)
+    assert "the toolkit prints to stdout" in (tmp_path / "serve.log").read_text()
+
+
+def test_a_failing_toolkit_stops_with_its_log_line(tmp_path, stand_in_toolkit):
+    job = {"config": {}, "models": {"enc": {"onnx": "enc.pt", "dataset": "enc.txt"}}}
+    with pytest.raises(EdgeAsrError, match=r"serve\.log: rknn-toolkit2 simulator exited 1: .*load_onnx failed for enc"):
+        Simulator(stand_in_toolkit, job, tmp_path / "job.json", tmp_path / "serve.log")
+
+
+ARCH = "conformer_nopos_conv2d8_relu_causal_bn"  # inside the X3 contract
+CHUNK, LEFT = 4, 2
+RK3588 = {"name": "rk3588", "toolkit_python": None, "quantized_dtype": "w8a8", "quantized_algorithm": "normal",
+          "quantized_method": "channel", "optimization_level": 3, "dataset_samples": 0}
+
+
+@pytest.mark.skipif(not available(), reason="rknn-toolkit2 environment missing (python -m edgeasr.rknn.toolkit "
+                                            "create-env)")
+def test_real_toolchain_calibrate_build_simulate_cer(tmp_path):
+    """A tiny conditioned X3 model: its transcripts are its own PyTorch hypotheses (CER 0), so the
+    simulated INT8 model's CER is its CER − PyTorch."""
+    rng = np.random.default_rng(2)
+    wavs = [tmp_path / f"utt{i}.wav" for i in range(4)]
+    for i, wav in enumerate(wavs):
+        soundfile.write(wav, noise_bursts(rng, 6 + i), 16000)
+    feats = [compute_fbank(read_audio(w)) for w in wavs]
+    model_dir = tmp_path / "model"
+    model = write_model_dir(model_dir, ARCH, feat_dim=80)
+    (model_dir / "global_cmvn").write_text(json.dumps(condition_(model, feats, CHUNK, LEFT)))
+    torch.save(model.state_dict(), model_dir / "final.pt")
+    model, _, symbols = load_model(model_dir)
+    id_to_token = {i: t for t, i in symbols.items()}
+    lines = [json.dumps({"key": f"utt{i}", "wav": str(w), "txt": detokenize(
+        ctc_greedy_search(stream_encode(TorchBackend(model), f, CHUNK, LEFT)[1]), id_to_token)}, ensure_ascii=False)
+        for i, (w, f) in enumerate(zip(wavs, feats))]
+    (tmp_path / "test.list").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    encoder, ctc = rewrite(model, CHUNK, LEFT)
+    graphs = tmp_path / "bpu"
+    export_bpu(model, encoder, ctc, graphs)
+    build_calibration(graphs / "encoder.onnx", graphs / "ctc.onnx", tmp_path / "test.list", 4, 0, tmp_path / "cal")
+
+    out = tmp_path / "rknn"
+    out.mkdir()
+    python = find_python(None)
+    metrics, layers, ops = compile_rknn(python, RK3588, graphs, tmp_path / "cal", out)
+    for model_name in ("encoder", "ctc"):
+        assert rknn_path(out, model_name).stat().st_size == metrics[model_name]["rknn_bytes"] > 0
+        assert metrics[model_name]["ops_on_npu"] > 0 and metrics[model_name]["calibration_samples"] > 0
+    assert {row["graph"] for row in layers} == {"encoder", "ctc"} and any(r["target"] == "NPU" for r in ops)
+    assert any(str(row["group"]).startswith("encoders.") for row in layers)  # readable layer groups
+
+    opts = DecodeOptions(CHUNK, LEFT, modes=("ctc_greedy",))
+    prepared = prepare(tmp_path / "test.list", 0, 0).utterances
+    reference = decode_reference(TorchBackend(model), prepared, {"streaming": opts}, id_to_token)
+    assert reference.metrics["streaming"]["ctc_greedy"]["cer"] == 0.0
+    with Simulator(python, simulator_job(RK3588, graphs, out), tmp_path / "job.json", tmp_path / "serve.log") as sim:
+        simulated = simulator_backend(sim, graphs)
+        result = evaluate_family(simulated, prepared, opts, "streaming", id_to_token, reference, "rk3588")
+        cosine = stream_cosine(OnnxBpuBackend(graphs / "encoder.onnx", graphs / "ctc.onnx"), simulated, prepared, opts)
+    assert 0.0 <= result["ctc_greedy"]["cer"] <= 100.0 and result["ctc_greedy"]["cer_delta"] == result["ctc_greedy"]["cer"]
+    assert cosine["cosine_encoder_out"] > 0.95, cosine  # INT8 on the NPU, not noise
