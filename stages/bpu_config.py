@@ -4,7 +4,8 @@
 from edgeasr.artifact.metadata import read_metadata
 from edgeasr.bpu.calibration import CTC_DIR, ENCODER_DIR, calibration_folders
 from edgeasr.bpu.hb_config import build_config, write_config
-from edgeasr.bpu.placement import read_placement, resolve_run_on_cpu
+from edgeasr.bpu.placement import read_placement
+from edgeasr.bpu.run_on_cpu import resolve_run_on_cpu
 from edgeasr.cli import fresh_dir, run_stage
 from edgeasr.params import load_stage_params, to_dict
 from edgeasr.paths import BPU, BPU_CONFIG, CALIBRATION

@@ -9,7 +9,8 @@ from conftest import make_model, variant
 from edgeasr.bpu import check_contract, contract_violations, export_bpu, placement_report, rewrite, summarize
 from edgeasr.bpu.encoder import check_encoder_parity
 from edgeasr.bpu.layers import Pointwise, from_4d, to_4d
-from edgeasr.bpu.placement import nodes_matching, place_node
+from edgeasr.bpu.placement import place_node
+from edgeasr.bpu.run_on_cpu import nodes_matching
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
 from edgeasr.errors import EdgeAsrError

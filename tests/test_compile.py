@@ -18,7 +18,7 @@ from edgeasr.bpu.compile import MODELS, CalibrationSettings, calibrate_graph, co
 from edgeasr.bpu.hb_mapper import find_hb_mapper
 from edgeasr.bpu.hb_config import build_config, read_config, validate, with_calibration_method, write_config
 from edgeasr.bpu.hb_mapper import parse_cosine_table
-from edgeasr.bpu.placement import resolve_run_on_cpu
+from edgeasr.bpu.run_on_cpu import resolve_run_on_cpu
 from edgeasr.bpu.ranges import tensor_ranges
 from edgeasr.errors import EdgeAsrError
 from edgeasr.artifact.metadata import read_metadata

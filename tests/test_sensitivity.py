@@ -19,7 +19,8 @@ from edgeasr.bpu.calibration import build_calibration
 from edgeasr.bpu.compile import CalibrationSettings, calibrate_graph
 from edgeasr.bpu.hb_config import build_config, run_on_cpu_list, with_run_on_cpu
 from edgeasr.bpu.int8_groups import node_group
-from edgeasr.bpu.placement import node_macs, read_placement, resolve_run_on_cpu
+from edgeasr.bpu.placement import node_macs, read_placement
+from edgeasr.bpu.run_on_cpu import resolve_run_on_cpu
 from edgeasr.bpu.ranges import fake_quant_cosine, mix_ranges
 from edgeasr.artifact.metadata import read_metadata
 from edgeasr.decode import TorchBackend, ctc_greedy_search, stream_encode
