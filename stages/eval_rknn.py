@@ -1,12 +1,11 @@
 """eval_rknn: with npu=rk3588, the compiled RK3588 models streamed in rknn-toolkit2's simulator over the
 test sets; CER vs PyTorch (`compare.*`), cosine vs the float graphs, simulator seconds (not the chip's)."""
 
-import tempfile
 from pathlib import Path
 
 import torch
 
-from edgeasr.cli import run_stage, write_json
+from edgeasr.cli import fresh_dir, run_stage, write_json
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
 from edgeasr.evaluate.compare import decode_reference, evaluate_family
@@ -16,7 +15,7 @@ from edgeasr.frontend.dataset import prepare
 from edgeasr.model import load_model
 from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import load_stage_params, to_dict
-from edgeasr.paths import BPU, RKNN, RKNN_METRICS
+from edgeasr.paths import BPU, RKNN, RKNN_METRICS, RKNN_SIMULATION
 from edgeasr.rknn.simulate import simulator_backend, simulator_job
 from edgeasr.rknn.toolkit import Simulator, find_python
 
@@ -28,6 +27,7 @@ def main(argv: list) -> None:
     p = load_stage_params("eval_rknn", argv)
     npu = to_dict(p.npu)
     if npu["name"] != TARGET:
+        (fresh_dir(RKNN_SIMULATION) / "README.txt").write_text(f"npu={npu['name']}: the RK3588 path is off\n")
         write_json(RKNN_METRICS, {"target": npu["name"], "note": f"npu={npu['name']}: the RK3588 path is off"})
         return
     torch.set_num_threads(p.compare.threads)
@@ -36,9 +36,9 @@ def main(argv: list) -> None:
     opts = decode_contexts(p.compare, p.streaming, CTC_MODES, full_context=False)["streaming"]
     float_graphs = OnnxBpuBackend(BPU / "encoder.onnx", BPU / "ctc.onnx", "exact", p.compare.threads)
     pytorch = TorchBackend(model)
-    with tempfile.TemporaryDirectory(prefix="edgeasr-rknn-") as tmp, \
-            Simulator(find_python(npu["toolkit_python"]), simulator_job(npu, BPU, RKNN), Path(tmp) / "job.json",
-                      RKNN_METRICS.with_suffix(".log")) as simulator:
+    logs = fresh_dir(RKNN_SIMULATION)
+    with Simulator(find_python(npu["toolkit_python"]), simulator_job(npu, BPU, RKNN), logs / "job.json",
+                   logs / "simulator.log") as simulator:
         simulated = simulator_backend(simulator, BPU)
         metrics = {"target": TARGET, "simulated": "rknn-toolkit2's x86 simulator, models rebuilt from exp/rknn's inputs"}
         for name, data_list in p.data.test_sets.items():

@@ -133,6 +133,7 @@ def test_the_rk3588_path_is_off_by_default(repo):
     note = json.loads((repo / "metrics" / "rknn.json").read_text())["note"]
     assert note == "npu=x3: the RK3588 path is off"
     assert "npu=x3" in (repo / "exp" / "rknn" / "README.txt").read_text()
+    assert not (repo / "metrics" / "rknn.log").exists()  # logs live in exp/, declared
 
 
 @pytest.mark.skipif(not available(), reason="rknn-toolkit2 environment missing (python -m edgeasr.rknn.toolkit "
@@ -150,6 +151,7 @@ def test_npu_rk3588_runs_the_real_toolchain_and_only_its_stages(repo, tmp_path):
     for name in ("test", "test_unseen_voice"):
         assert set(result[name]) >= {"ctc_greedy", "ctc_prefix_beam", "cosine_encoder_out", "simulator_time"}
         assert "rtf" not in result[name]  # the simulator's speed is not the chip's
+    assert (work / "exp" / "rknn_simulation" / "simulator.log").is_file()
 
 
 def test_own_model_and_lists_train_and_synthesize_nothing(repo, tmp_path):

@@ -19,6 +19,7 @@ CALIBRATION = Path("exp/calibration")  # calibrate
 BPU_CONFIG = Path("exp/bpu_config")  # bpu_config
 COMPILE = Path("exp/compile")  # compile: quantized graphs (emulated) or .bin + logs (hb_mapper)
 RKNN = Path("exp/rknn")  # compile_rknn: .rknn files, dataset lists, build logs, accuracy analyses
+RKNN_SIMULATION = Path("exp/rknn_simulation")  # eval_rknn: the simulator's job and log
 
 METRICS = Path("metrics")
 TRAIN_METRICS = METRICS / "train.json"
