@@ -2,7 +2,6 @@
 the INT8 sensitivity by layer on the dev utterances and, with `bpu.max_cer_delta`, the smallest set
 of layers kept in float (added to run_on_cpu) that meets it."""
 
-import csv
 import tempfile
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from edgeasr.bpu.compile import (MODELS, CalibrationSettings, calibrate_graph, c
 from edgeasr.bpu.hb_config import with_run_on_cpu
 from edgeasr.bpu.hb_mapper import find_hb_mapper
 from edgeasr.bpu.placement import node_macs
-from edgeasr.cli import atomic_dir, run_stage, write_json
+from edgeasr.cli import atomic_dir, run_stage, write_csv, write_json
 from edgeasr.evaluate.sensitivity import dev_scorer, int8_study, study_settings
 from edgeasr.params import load_stage_params
 from edgeasr.paths import (BPU, BPU_CONFIG, CALIBRATION, COMPILE, COMPILE_METRICS, INT8_SENSITIVITY_TABLE,
@@ -49,14 +48,8 @@ def main(argv: list) -> None:
         rows = [row for name in ("encoder", "ctc") for row in report[name].pop("nodes")]
         worst = worst_nodes(rows)
         write_manifest(out, report, worst)
-    with open(QUANT_NODES_TABLE, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=NODE_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(INT8_SENSITIVITY_TABLE, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=SENSITIVITY_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(study["table"] if study else [])
+    write_csv(QUANT_NODES_TABLE, NODE_COLUMNS, rows)
+    write_csv(INT8_SENSITIVITY_TABLE, SENSITIVITY_COLUMNS, study["table"] if study else [])
     metrics = {**report, "worst_nodes": worst}
     if study:
         metrics["sensitivity"] = {k: v for k, v in study.items() if k not in ("table", "search")}

@@ -2,40 +2,28 @@
 stage's samples) into .rknn files, with the toolkit's per-layer accuracy analysis and its NPU/CPU op
 table; with any other target, a note that the RK3588 path is off."""
 
-import csv
-from pathlib import Path
-from typing import Dict, List, Sequence
-
-from edgeasr.cli import atomic_dir, run_stage, write_json
+from edgeasr.cli import atomic_dir, run_stage, write_csv, write_json
 from edgeasr.params import load_stage_params, to_dict
 from edgeasr.paths import BPU, CALIBRATION, RKNN, RKNN_COMPILE_METRICS, RKNN_LAYERS_TABLE, RKNN_OPS_TABLE
-from edgeasr.rknn.compile import compile_rknn
+from edgeasr.rknn.compile import compile_rknn, off_note
 from edgeasr.rknn.toolkit import find_python
 
-TARGET = "rk3588"
 LAYER_COLUMNS = ["graph", "group", "tensor", "op", "single_cos", "entire_cos"]
 OP_COLUMNS = ["graph", "id", "op", "target", "name"]
-
-
-def write_table(path: Path, columns: Sequence[str], rows: List[Dict[str, object]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main(argv: list) -> None:
     p = load_stage_params("compile_rknn", argv)
     npu = to_dict(p.npu)
     with atomic_dir(RKNN) as out:
-        if npu["name"] != TARGET:
-            note = f"npu={npu['name']}: the RK3588 path is off (dvc exp run -S npu={TARGET})"
+        note = off_note(npu)
+        if note:
             (out / "README.txt").write_text(note + "\n")
             metrics, layers, ops = {"target": npu["name"], "note": note}, [], []
         else:
             metrics, layers, ops = compile_rknn(find_python(npu["toolkit_python"]), npu, BPU, CALIBRATION, out)
-    write_table(RKNN_LAYERS_TABLE, LAYER_COLUMNS, layers)
-    write_table(RKNN_OPS_TABLE, OP_COLUMNS, ops)
+    write_csv(RKNN_LAYERS_TABLE, LAYER_COLUMNS, layers)
+    write_csv(RKNN_OPS_TABLE, OP_COLUMNS, ops)
     write_json(RKNN_COMPILE_METRICS, metrics)
     print({k: v for k, v in metrics.items() if k != "config"})
 

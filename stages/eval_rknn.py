@@ -16,19 +16,20 @@ from edgeasr.model import load_model
 from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import load_stage_params, to_dict
 from edgeasr.paths import BPU, RKNN, RKNN_METRICS, RKNN_SIMULATION
+from edgeasr.rknn.compile import TARGET, off_note
 from edgeasr.rknn.simulate import simulator_backend, simulator_job
 from edgeasr.rknn.toolkit import Simulator, find_python
 
-TARGET = "rk3588"
 CTC_MODES = ("ctc_greedy", "ctc_prefix_beam")  # CTC graphs only, as on the X3
 
 
 def main(argv: list) -> None:
     p = load_stage_params("eval_rknn", argv)
     npu = to_dict(p.npu)
-    if npu["name"] != TARGET:
-        (fresh_dir(RKNN_SIMULATION) / "README.txt").write_text(f"npu={npu['name']}: the RK3588 path is off\n")
-        write_json(RKNN_METRICS, {"target": npu["name"], "note": f"npu={npu['name']}: the RK3588 path is off"})
+    note = off_note(npu)
+    if note:
+        (fresh_dir(RKNN_SIMULATION) / "README.txt").write_text(note + "\n")
+        write_json(RKNN_METRICS, {"target": npu["name"], "note": note})
         return
     torch.set_num_threads(p.compare.threads)
     model, _, symbols = load_model(p.model.dir)

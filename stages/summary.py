@@ -1,20 +1,11 @@
 """summary: every artifact side by side (metrics/summary.csv) and the worst quantized nodes, for plots."""
 
-import csv
 import json
-from pathlib import Path
 
-from edgeasr.cli import run_stage
+from edgeasr.cli import run_stage, write_csv
 from edgeasr.evaluate.summary import summary_rows
 from edgeasr.params import load_stage_params
 from edgeasr.paths import BPU_METRICS, ONNX_METRICS, QUANT_METRICS, SUMMARY_TABLE, WORST_NODES_TABLE
-
-
-def write_csv(path: Path, rows: list) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main(argv: list) -> None:
@@ -23,10 +14,10 @@ def main(argv: list) -> None:
               for name, path in (("onnx", ONNX_METRICS), ("bpu", BPU_METRICS), ("quant", QUANT_METRICS))}
     rows = summary_rows(loaded["onnx"], loaded["bpu"], loaded["quant"], p.streaming.chunk_size,
                         p.streaming.num_decoding_left_chunks)
-    write_csv(SUMMARY_TABLE, rows)
+    write_csv(SUMMARY_TABLE, list(rows[0]), rows)
     worst = [{"node": f"{n['graph']}:{n['node']}", "op": n["op"], "cosine": n["cosine"]}
              for n in loaded["quant"]["worst_nodes"]]
-    write_csv(WORST_NODES_TABLE, worst)
+    write_csv(WORST_NODES_TABLE, ["node", "op", "cosine"], worst)
 
 
 if __name__ == "__main__":

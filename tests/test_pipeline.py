@@ -131,7 +131,7 @@ def test_param_change_reruns_exactly(repo, tmp_path, override, expected):
 
 def test_the_rk3588_path_is_off_by_default(repo):
     note = json.loads((repo / "metrics" / "rknn.json").read_text())["note"]
-    assert note == "npu=x3: the RK3588 path is off"
+    assert note == "npu=x3: the RK3588 path is off (dvc exp run -S npu=rk3588)"
     assert "npu=x3" in (repo / "exp" / "rknn" / "README.txt").read_text()
     assert not (repo / "metrics" / "rknn.log").exists()  # logs live in exp/, declared
 

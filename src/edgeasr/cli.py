@@ -1,5 +1,6 @@
 """Shared entry-point behaviour for stage scripts: one-line errors, non-zero exit, INFO logging."""
 
+import csv
 import json
 import logging
 import resource
@@ -8,7 +9,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from .errors import EdgeAsrError
 
@@ -60,6 +61,18 @@ def write_json(path: Path, obj: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> None:
+    """A report table: UTF-8 CSV with a header of `columns` (other keys of a row are left out),
+    written whole (renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
     partial.replace(path)
 
 

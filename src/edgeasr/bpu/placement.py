@@ -11,7 +11,6 @@ Nodes are found by op type and by the scope in their name (`/encoders.3/self_att
 exporter derives from module paths); no auto-generated name is ever hard-coded.
 """
 
-import csv
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
+from ..cli import write_csv
 from ..errors import EdgeAsrError
 
 OP_LIST = "X3 op list"  # Horizon PTQ guide, supported op list and restrictions (bernoulli2 / XJ3)
@@ -207,10 +207,5 @@ def summarize(report: Sequence[Placement]) -> Dict[str, object]:
 
 def write_table(path: Path, reports: Mapping[str, Sequence[Placement]]) -> None:
     """The per-node table (graph, node, op, device, cpu, reason) as CSV."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["graph", "node", "op", "device", "cpu", "run_on_cpu", "reason"])
-        writer.writeheader()
-        for graph, report in reports.items():
-            for p in report:
-                writer.writerow({"graph": graph, **p.as_row()})
+    write_csv(path, ["graph", "node", "op", "device", "cpu", "run_on_cpu", "reason"],
+              ({"graph": graph, **p.as_row()} for graph, report in reports.items() for p in report))

@@ -223,8 +223,8 @@ def train(
         raise EdgeAsrError(f"{train_list}: no utterance has a transcript")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    init = load_model(Path(cfg.init_from))[0] if cfg.init_from else None
-    if init is not None and read_symbol_table(Path(cfg.init_from) / "units.txt") != symbols:
+    init, _, init_symbols = load_model(Path(cfg.init_from)) if cfg.init_from else (None, None, None)
+    if init is not None and init_symbols != symbols:
         raise EdgeAsrError(f"model.train.init_from={cfg.init_from}: its units.txt differs from {units}")
     if init is not None:  # its CMVN: the weights were trained on features normalized by it
         (out_dir / "global_cmvn").write_text((Path(cfg.init_from) / "global_cmvn").read_text())

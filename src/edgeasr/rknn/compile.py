@@ -14,18 +14,24 @@ shapes, and on the 4-D graph it places every compute op but the attention mask's
 
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple
-
-import onnx
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..bpu.int8_groups import node_group
 from .dataset import first_sample, write_dataset
 from .reports import parse_accuracy, parse_layer_table
 from .toolkit import rknn_config, run_build
 
+TARGET = "rk3588"  # the `npu` option these stages serve, and rknn.config's target_platform
 MODELS = ("encoder", "ctc")
 IO_OPS = ("InputOperator", "OutputOperator")  # the runtime's tensor hand-offs, listed on the CPU
 WORST_LAYERS = 5
+
+
+def off_note(npu: Mapping[str, Any]) -> Optional[str]:
+    """Why the RK3588 stages do nothing for this `npu` section, or None when it selects the RK3588."""
+    if npu["name"] == TARGET:
+        return None
+    return f"npu={npu['name']}: the RK3588 path is off (dvc exp run -S npu={TARGET})"
 
 
 def rknn_path(out: Path, model: str) -> Path:
@@ -34,20 +40,6 @@ def rknn_path(out: Path, model: str) -> Path:
 
 def analysis_file(out: Path, model: str) -> Path:
     return out / f"{model}.analysis" / "error_analysis.txt"
-
-
-def tensor_groups(graph: Path, model: str) -> Dict[str, str]:
-    """Output tensor -> the layer group of the node that makes it (bpu.int8_groups' readable names)."""
-    nodes = onnx.load(str(graph), load_external_data=False).graph.node
-    return {output: node_group(model, node.name) for node in nodes for output in node.output}
-
-
-def group_of(tensor: str, groups: Mapping[str, str], model: str) -> str:
-    """The toolkit's tensor names are the ONNX ones, sometimes with a suffix it added (`_mm`, `_sw`, `_int8`)."""
-    for candidate in (tensor, tensor.rsplit("_", 1)[0]):
-        if candidate in groups:
-            return groups[candidate]
-    return "ctc" if model == "ctc" else "io"
 
 
 def build_model(python: Path, npu: Mapping[str, Any], model: str, graph: Path, calibration: Path,
@@ -63,9 +55,8 @@ def build_model(python: Path, npu: Mapping[str, Any], model: str, graph: Path, c
     ops = parse_layer_table(run_build(python, job, out / f"{model}.build.json", log), log)
     seconds = time.monotonic() - start
     accuracy = parse_accuracy(analysis_file(out, model).read_text(encoding="utf-8"), analysis_file(out, model))
-    groups = tensor_groups(graph, model)
-    for row in accuracy:
-        row["group"] = group_of(str(row["tensor"]), groups, model)
+    for row in accuracy:  # NOTE: the toolkit keeps ONNX tensor names, whose scope is their node's
+        row["group"] = node_group(model, str(row["tensor"]))
     compute = [op for op in ops if op["op"] not in IO_OPS]
     cpu = [op for op in compute if op["target"] == "CPU"]
     worst = sorted(accuracy, key=lambda r: float(r["single_cos"]))[:WORST_LAYERS]
