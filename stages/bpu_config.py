@@ -14,17 +14,17 @@ OUT = BPU_CONFIG
 
 
 def main(argv: list) -> None:
-    p = load_stage_params("bpu_config", argv)
+    params = load_stage_params("bpu_config", argv)
     out = fresh_dir(OUT)
     graphs = {"encoder": ENCODER_DIR, "ctc": CTC_DIR}
     reports = {name: read_placement(BPU / f"{name}.onnx") for name in graphs}
-    run_on_cpu = resolve_run_on_cpu(reports, to_dict(p.bpu.run_on_cpu), p.bpu.float_islands)
+    run_on_cpu = resolve_run_on_cpu(reports, to_dict(params.bpu.run_on_cpu), params.bpu.float_islands)
     for name, cal_model in graphs.items():
         model = BPU / f"{name}.onnx"
         meta = read_metadata(model)
         folders = calibration_folders(CALIBRATION, cal_model, meta["input_name"].split(";"))
         config = build_config(name, str(model), meta, [str(f) for f in folders.values()], run_on_cpu[name],
-                              p.bpu.march, to_dict(p.bpu.compiler))
+                              params.bpu.march, to_dict(params.bpu.compiler))
         write_config(out / f"config_{name}.yaml", config)
 
 

@@ -11,10 +11,10 @@ OUT = CALIBRATION
 
 
 def main(argv: list) -> None:
-    p = load_stage_params("calibrate", argv)
+    params = load_stage_params("calibrate", argv)
     with atomic_dir(OUT) as out:  # an interrupted run leaves no exp/calibration for compile to take
-        manifest = build_calibration(BPU / "encoder.onnx", BPU / "ctc.onnx", Path(p.data.cali_list),
-                                     p.calibrate.max_samples, p.calibrate.seed, out)
+        manifest = build_calibration(BPU / "encoder.onnx", BPU / "ctc.onnx", Path(params.data.cali_list),
+                                     params.calibrate.max_samples, params.calibrate.seed, out)
     print(f"calibration: {manifest['utterances_used']} utterances, {manifest['files_per_input']} "
           f"{manifest['note']}".rstrip())
 

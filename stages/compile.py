@@ -25,9 +25,9 @@ SENSITIVITY_COLUMNS = ["group", "graph", "int8_nodes", "macs_per_chunk", "cer", 
 
 
 def main(argv: list) -> None:
-    p = load_stage_params("compile", argv)
-    settings = study_settings(p.data.dev_list, p.bpu.sensitivity_utts, p.bpu.max_cer_delta)
-    method = CalibrationSettings(p.bpu.calibration_type, float(p.bpu.max_percentile), bool(p.bpu.per_channel))
+    params = load_stage_params("compile", argv)
+    settings = study_settings(params.data.dev_list, params.bpu.sensitivity_utts, params.bpu.max_cer_delta)
+    method = CalibrationSettings(params.bpu.calibration_type, float(params.bpu.max_percentile), bool(params.bpu.per_channel))
     configs = read_configs(CONFIGS, method)
     executable = find_hb_mapper()
     study = None
@@ -37,14 +37,14 @@ def main(argv: list) -> None:
         graphs = ({name: calibrate_graph(name, configs[name], method, CALIBRATION, Path(tmp)) for name in MODELS}
                   if settings or not executable else {})
         if settings:
-            scorer = dev_scorer(Path(p.model.dir), settings[0], settings[1], BPU / "encoder.onnx",
-                                BPU / "ctc.onnx", p.compare.threads)
+            scorer = dev_scorer(Path(params.model.dir), settings[0], settings[1], BPU / "encoder.onnx",
+                                BPU / "ctc.onnx", params.compare.threads)
             macs = {n: m for name in MODELS for n, m in node_macs(onnx.load(str(BPU / f"{name}.onnx"))).items()}
-            study = int8_study({n: g.graph for n, g in graphs.items()}, scorer, macs, p.bpu.max_cer_delta,
+            study = int8_study({n: g.graph for n, g in graphs.items()}, scorer, macs, params.bpu.max_cer_delta,
                                Path(tmp))
             if "search" in study:
                 configs = {n: with_run_on_cpu(c, study["search"]["float_nodes"][n]) for n, c in configs.items()}
-        report = compile_all(configs, graphs, executable, out, p.bpu.cosine_samples)
+        report = compile_all(configs, graphs, executable, out, params.bpu.cosine_samples)
         rows = [row for name in ("encoder", "ctc") for row in report[name].pop("nodes")]
         worst = worst_nodes(rows)
         write_manifest(out, report, worst)

@@ -13,8 +13,8 @@ OP_COLUMNS = ["graph", "id", "op", "target", "name"]
 
 
 def main(argv: list) -> None:
-    p = load_stage_params("compile_rknn", argv)
-    npu = to_dict(p.npu)
+    params = load_stage_params("compile_rknn", argv)
+    npu = to_dict(params.npu)
     with atomic_dir(RKNN) as out:
         note = off_note(npu)
         if note:

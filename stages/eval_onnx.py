@@ -9,9 +9,10 @@ from edgeasr.decode import TorchBackend
 from edgeasr.decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend
 from edgeasr.errors import EdgeAsrError
 from edgeasr.evaluate.compare import decode_reference, evaluate_audio_recognizer, evaluate_family
-from edgeasr.evaluate.runner import decode_contexts
+from edgeasr.evaluate.contexts import decode_contexts
 from edgeasr.evaluate.sherpa import SherpaRecognizer
-from edgeasr.frontend.dataset import prepare
+from edgeasr.frontend.dataset import load_utterances
+from edgeasr.frontend.tokens import id_to_token
 from edgeasr.model import load_model
 from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import load_stage_params
@@ -19,13 +20,13 @@ from edgeasr.paths import EXPORT_CPU, EXPORT_GPU, EXPORT_SHERPA, ONNX_METRICS
 
 
 def main(argv: list) -> None:
-    p = load_stage_params("eval_onnx", argv)
-    threads = p.compare.threads
+    params = load_stage_params("eval_onnx", argv)
+    threads = params.compare.threads
     torch.set_num_threads(threads)
-    model, _, symbols = load_model(p.model.dir)
-    id_to_token = {i: t for t, i in symbols.items()}
-    chunk, left = p.streaming.chunk_size, p.streaming.num_decoding_left_chunks
-    contexts = decode_contexts(p.compare, p.streaming)
+    model, _, symbols = load_model(params.model.dir)
+    tokens = id_to_token(symbols)
+    chunk, left = params.streaming.chunk_size, params.streaming.num_decoding_left_chunks
+    contexts = decode_contexts(params.compare, params.streaming)
     cpu, gpu = EXPORT_CPU, EXPORT_GPU
     if not (cpu / "encoder.onnx").is_file():
         raise EdgeAsrError(f"{cpu}: no encoder.onnx (run `dvc repro export` first)")
@@ -48,14 +49,14 @@ def main(argv: list) -> None:
             "sherpa": SherpaRecognizer(EXPORT_SHERPA, chunk, left, threads, wenet_frontend=True),
             "sherpa_default_frontend": SherpaRecognizer(EXPORT_SHERPA, chunk, left, threads, wenet_frontend=False),
         }
-    pytorch = TorchBackend(model, reverse_weight=p.compare.reverse_weight)
+    pytorch = TorchBackend(model, reverse_weight=params.compare.reverse_weight)
     metrics = {}
-    for name, data_list in p.data.test_sets.items():
-        prepared = prepare(Path(data_list), p.compare.max_utts, min_input_frames(model.encoder.embed.right_context)).utterances
-        reference = decode_reference(pytorch, prepared, contexts, id_to_token)
+    for name, data_list in params.data.test_sets.items():
+        prepared = load_utterances(Path(data_list), params.compare.max_utts, min_input_frames(model.encoder.embed.right_context)).utterances
+        reference = decode_reference(pytorch, prepared, contexts, tokens)
         metrics[name] = {"pytorch": dict(reference.metrics)}  # what every cer_delta here is measured from
         for family, (backend, ctx) in families.items():
-            metrics[name][family] = evaluate_family(backend, prepared, contexts[ctx], ctx, id_to_token, reference,
+            metrics[name][family] = evaluate_family(backend, prepared, contexts[ctx], ctx, tokens, reference,
                                                     family)
         for family, recognizer in sherpa.items():
             metrics[name][family] = evaluate_audio_recognizer(recognizer.transcribe, prepared, reference, family)

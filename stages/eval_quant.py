@@ -11,8 +11,9 @@ from edgeasr.decode.bpu_backend import OnnxBpuBackend
 from edgeasr.errors import EdgeAsrError
 from edgeasr.evaluate.compare import decode_reference, evaluate_family
 from edgeasr.evaluate.quant import stream_cosine
-from edgeasr.evaluate.runner import decode_contexts
-from edgeasr.frontend.dataset import prepare
+from edgeasr.evaluate.contexts import decode_contexts
+from edgeasr.frontend.dataset import load_utterances
+from edgeasr.frontend.tokens import id_to_token
 from edgeasr.model import load_model
 from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import load_stage_params
@@ -22,24 +23,24 @@ CTC_MODES = ("ctc_greedy", "ctc_prefix_beam")
 
 
 def main(argv: list) -> None:
-    p = load_stage_params("eval_quant", argv)
-    torch.set_num_threads(p.compare.threads)  # the PyTorch reference decodes here too; RTF at this count
+    params = load_stage_params("eval_quant", argv)
+    torch.set_num_threads(params.compare.threads)  # the PyTorch reference decodes here too; RTF at this count
     compiled = read_manifest(COMPILE)
     if compiled["mode"] != "emulated":
         raise EdgeAsrError(f"{COMPILE}: compiled by hb_mapper, whose quantized models run only in Horizon's own "
                            "HB_ONNXRuntime or on the board; edgeasr evaluates the emulated ones")
-    model, _, symbols = load_model(p.model.dir)
-    id_to_token = {i: t for t, i in symbols.items()}
-    opts = decode_contexts(p.compare, p.streaming, CTC_MODES, full_context=False)["streaming"]
+    model, _, symbols = load_model(params.model.dir)
+    tokens = id_to_token(symbols)
+    opts = decode_contexts(params.compare, params.streaming, CTC_MODES, full_context=False)["streaming"]
     quant = OnnxBpuBackend(quantized_path(COMPILE, "encoder"), quantized_path(COMPILE, "ctc"), "exact",
-                           p.compare.threads)
-    float_graphs = OnnxBpuBackend(BPU / "encoder.onnx", BPU / "ctc.onnx", "exact", p.compare.threads)
+                           params.compare.threads)
+    float_graphs = OnnxBpuBackend(BPU / "encoder.onnx", BPU / "ctc.onnx", "exact", params.compare.threads)
     pytorch = TorchBackend(model)
     metrics = {"mode": compiled["mode"], "worst_nodes": compiled["worst_nodes"]}
-    for name, data_list in p.data.test_sets.items():
-        prepared = prepare(Path(data_list), p.compare.max_utts, min_input_frames(model.encoder.embed.right_context)).utterances
-        reference = decode_reference(pytorch, prepared, {"streaming": opts}, id_to_token)
-        result = evaluate_family(quant, prepared, opts, "streaming", id_to_token, reference, "quantized")
+    for name, data_list in params.data.test_sets.items():
+        prepared = load_utterances(Path(data_list), params.compare.max_utts, min_input_frames(model.encoder.embed.right_context)).utterances
+        reference = decode_reference(pytorch, prepared, {"streaming": opts}, tokens)
+        result = evaluate_family(quant, prepared, opts, "streaming", tokens, reference, "quantized")
         result.update(stream_cosine(float_graphs, quant, prepared, opts))
         metrics[name] = result
     write_json(QUANT_METRICS, metrics)

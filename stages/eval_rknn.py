@@ -10,8 +10,9 @@ from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
 from edgeasr.evaluate.compare import decode_reference, evaluate_family
 from edgeasr.evaluate.quant import stream_cosine
-from edgeasr.evaluate.runner import decode_contexts
-from edgeasr.frontend.dataset import prepare
+from edgeasr.evaluate.contexts import decode_contexts
+from edgeasr.frontend.dataset import load_utterances
+from edgeasr.frontend.tokens import id_to_token
 from edgeasr.model import load_model
 from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import load_stage_params, to_dict
@@ -24,29 +25,29 @@ CTC_MODES = ("ctc_greedy", "ctc_prefix_beam")  # CTC graphs only, as on the X3
 
 
 def main(argv: list) -> None:
-    p = load_stage_params("eval_rknn", argv)
-    npu = to_dict(p.npu)
+    params = load_stage_params("eval_rknn", argv)
+    npu = to_dict(params.npu)
     note = off_note(npu)
     if note:
         (fresh_dir(RKNN_SIMULATION) / "README.txt").write_text(note + "\n")
         write_json(RKNN_METRICS, {"target": npu["name"], "note": note})
         return
-    torch.set_num_threads(p.compare.threads)
-    model, _, symbols = load_model(p.model.dir)
-    id_to_token = {i: t for t, i in symbols.items()}
-    opts = decode_contexts(p.compare, p.streaming, CTC_MODES, full_context=False)["streaming"]
-    float_graphs = OnnxBpuBackend(BPU / "encoder.onnx", BPU / "ctc.onnx", "exact", p.compare.threads)
+    torch.set_num_threads(params.compare.threads)
+    model, _, symbols = load_model(params.model.dir)
+    tokens = id_to_token(symbols)
+    opts = decode_contexts(params.compare, params.streaming, CTC_MODES, full_context=False)["streaming"]
+    float_graphs = OnnxBpuBackend(BPU / "encoder.onnx", BPU / "ctc.onnx", "exact", params.compare.threads)
     pytorch = TorchBackend(model)
     logs = fresh_dir(RKNN_SIMULATION)
     with Simulator(find_python(npu["toolkit_python"]), simulator_job(npu, BPU, RKNN), logs / "job.json",
                    logs / "simulator.log") as simulator:
         simulated = simulator_backend(simulator, BPU)
         metrics = {"target": TARGET, "simulated": "rknn-toolkit2's x86 simulator, models rebuilt from exp/rknn's inputs"}
-        for name, data_list in p.data.test_sets.items():
-            prepared = prepare(Path(data_list), p.compare.max_utts,
+        for name, data_list in params.data.test_sets.items():
+            prepared = load_utterances(Path(data_list), params.compare.max_utts,
                                min_input_frames(model.encoder.embed.right_context)).utterances
-            reference = decode_reference(pytorch, prepared, {"streaming": opts}, id_to_token)
-            result = evaluate_family(simulated, prepared, opts, "streaming", id_to_token, reference, "rk3588_int8")
+            reference = decode_reference(pytorch, prepared, {"streaming": opts}, tokens)
+            result = evaluate_family(simulated, prepared, opts, "streaming", tokens, reference, "rk3588_int8")
             # NOTE: the x86 simulator's speed says nothing about the chip's: never reported as an RTF.
             result["simulator_time"] = {"seconds_per_audio_second": result.pop("rtf"),
                                         "ms_per_chunk": result.pop("chunk_compute_ms")}

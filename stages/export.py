@@ -12,9 +12,9 @@ from edgeasr.decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend, OnnxSher
 from edgeasr.errors import EdgeAsrError
 from edgeasr.export.cpu import export_cpu
 from edgeasr.export.gpu import export_gpu
-from edgeasr.export.parity import compare, require, rescoring_agreement
+from edgeasr.export.parity import check_within_tolerance, rescoring_agreement, worst_diffs
 from edgeasr.export.sherpa import export_sherpa
-from edgeasr.frontend.dataset import prepare
+from edgeasr.frontend.dataset import load_utterances
 from edgeasr.model import ASRModel, load_model
 from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import check_streaming, load_stage_params
@@ -24,49 +24,49 @@ OUT = EXPORT
 
 
 def main(argv: list) -> None:
-    p = load_stage_params("export", argv)
-    check_streaming(p.streaming)
+    params = load_stage_params("export", argv)
+    check_streaming(params.streaming)
     torch.set_num_threads(1)
-    model, _, _ = load_model(p.model.dir)
+    model, _, _ = load_model(params.model.dir)
     with atomic_dir(OUT) as out:  # no exp/export unless every family passed its parity check
-        report = export_and_check(model, out, p)
+        report = export_and_check(model, out, params)
     write_json(EXPORT_METRICS, report)
 
 
-def export_and_check(model: ASRModel, out: Path, p: DictConfig) -> dict:
+def export_and_check(model: ASRModel, out: Path, params: DictConfig) -> dict:
     """Every family under `out`, each streamed against PyTorch; the report for metrics/export.json."""
-    chunk, left = p.streaming.chunk_size, p.streaming.num_decoding_left_chunks
-    search = p.compare
-    cpu = export_cpu(model, out / "cpu", chunk, left, p.export.opset)
+    chunk, left = params.streaming.chunk_size, params.streaming.num_decoding_left_chunks
+    search = params.compare
+    cpu = export_cpu(model, out / "cpu", chunk, left, params.export.opset)
     gpu = export_gpu(model, out / "gpu", chunk, left, search.beam_size, search.ctc_weight, search.reverse_weight,
-                     p.export.opset)
+                     params.export.opset)
     skipped = dict(gpu["skipped"])
     sherpa = None
     if left > 0:
-        sherpa = export_sherpa(model, Path(model.provenance["units"]), out / "sherpa", chunk, left, p.export.opset)
+        sherpa = export_sherpa(model, Path(model.provenance["units"]), out / "sherpa", chunk, left, params.export.opset)
     else:
         skipped["sherpa"] = f"streaming.num_decoding_left_chunks={left}: sherpa-onnx's WeNet model keeps a fixed cache"
 
-    first_set = next(iter(p.data.test_sets.values()))
-    utts = [u.feats for u in prepare(Path(first_set), p.export.parity_utts,
+    first_set = next(iter(params.data.test_sets.values()))
+    utts = [u.feats for u in load_utterances(Path(first_set), params.export.parity_utts,
                                    min_input_frames(model.encoder.embed.right_context)).utterances]
     reference = TorchBackend(model, reverse_weight=search.reverse_weight)
     cpu_backend = OnnxCpuBackend(cpu["encoder"], cpu["ctc"], cpu["decoder"])
     gpu_backend = OnnxGpuBackend(gpu["offline_encoder"], gpu.get("streaming_encoder"), gpu.get("offline_decoder"))
     report = {
-        "cpu": compare(reference, cpu_backend, utts, chunk, left),
-        "gpu_offline": compare(reference, gpu_backend, utts, -1, -1),
+        "cpu": worst_diffs(reference, cpu_backend, utts, chunk, left),
+        "gpu_offline": worst_diffs(reference, gpu_backend, utts, -1, -1),
     }
     if "streaming_encoder" in gpu:
-        report["gpu_streaming"] = compare(reference, gpu_backend, utts, chunk, left)
+        report["gpu_streaming"] = worst_diffs(reference, gpu_backend, utts, chunk, left)
     if sherpa is not None:
-        report["sherpa"] = compare(reference, OnnxSherpaGraphBackend(sherpa["model"]), utts, chunk, left,
+        report["sherpa"] = worst_diffs(reference, OnnxSherpaGraphBackend(sherpa["model"]), utts, chunk, left,
                                    ("ctc_log_probs",))
     for name, diffs in report.items():
-        require(name, diffs)
+        check_within_tolerance(name, diffs)
     # Quantized copies change numbers by design: measured here, judged by CER in eval_onnx.
     int8 = OnnxCpuBackend(cpu["encoder_int8"], cpu["ctc_int8"], cpu["decoder_int8"])
-    report["cpu_int8"] = compare(reference, int8, utts, chunk, left)
+    report["cpu_int8"] = worst_diffs(reference, int8, utts, chunk, left)
     if model.decoder is not None:
         for name, backend in (("cpu", cpu_backend), ("gpu_offline", gpu_backend)):
             agreement = rescoring_agreement(reference, backend, utts, search.beam_size, search.ctc_weight,

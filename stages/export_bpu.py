@@ -4,13 +4,13 @@ from pathlib import Path
 
 import torch
 
-from edgeasr.bpu import export_bpu, rewrite, summarize
+from edgeasr.bpu import export_bpu, rewrite, placement_summary
 from edgeasr.bpu.placement import read_placement, write_table
 from edgeasr.cli import atomic_dir, run_stage, write_json
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
-from edgeasr.export.parity import compare, require
-from edgeasr.frontend.dataset import prepare
+from edgeasr.export.parity import check_within_tolerance, worst_diffs
+from edgeasr.frontend.dataset import load_utterances
 from edgeasr.model import load_model
 from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import load_stage_params
@@ -21,23 +21,23 @@ STREAM_TOL = {"encoder_out": 1e-4, "ctc_log_probs": 1e-4}  # ONNX vs PyTorch ove
 
 
 def main(argv: list) -> None:
-    p = load_stage_params("export_bpu", argv)
+    params = load_stage_params("export_bpu", argv)
     torch.set_num_threads(1)
-    model, _, _ = load_model(p.model.dir)
-    chunk, left = p.streaming.chunk_size, p.streaming.num_decoding_left_chunks
-    encoder, ctc = rewrite(model, chunk, left, p.bpu.layer_norm_on_bpu)  # contract + per-module parity
-    first_set = next(iter(p.data.test_sets.values()))
-    utts = [u.feats for u in prepare(Path(first_set), p.export.parity_utts,
+    model, _, _ = load_model(params.model.dir)
+    chunk, left = params.streaming.chunk_size, params.streaming.num_decoding_left_chunks
+    encoder, ctc = rewrite(model, chunk, left, params.bpu.layer_norm_on_bpu)  # contract + per-module parity
+    first_set = next(iter(params.data.test_sets.values()))
+    utts = [u.feats for u in load_utterances(Path(first_set), params.export.parity_utts,
                                    min_input_frames(model.encoder.embed.right_context)).utterances]
     with atomic_dir(OUT) as out:  # no exp/bpu unless the streamed parity below holds
         paths = export_bpu(model, encoder, ctc, out)
-        parity = compare(TorchBackend(model), OnnxBpuBackend(paths["encoder"], paths["ctc"], "exact"), utts,
+        parity = worst_diffs(TorchBackend(model), OnnxBpuBackend(paths["encoder"], paths["ctc"], "exact"), utts,
                          chunk, left)
-        require("bpu", parity, STREAM_TOL)
+        check_within_tolerance("bpu", parity, STREAM_TOL)
         reports = {name: read_placement(path) for name, path in paths.items()}
         sizes = {name: round(path.stat().st_size / 1e6, 3) for name, path in paths.items()}
     write_table(BPU_OPS_TABLE, reports)
-    write_json(BPU_OPS_METRICS, {name: summarize(report) for name, report in reports.items()})
+    write_json(BPU_OPS_METRICS, {name: placement_summary(report) for name, report in reports.items()})
     write_json(BPU_EXPORT_METRICS, {"parity": parity, "size_mb": sizes})
 
 

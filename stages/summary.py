@@ -9,11 +9,11 @@ from edgeasr.paths import BPU_METRICS, ONNX_METRICS, QUANT_METRICS, SUMMARY_TABL
 
 
 def main(argv: list) -> None:
-    p = load_stage_params("summary", argv)
+    params = load_stage_params("summary", argv)
     loaded = {name: json.loads(path.read_text())
               for name, path in (("onnx", ONNX_METRICS), ("bpu", BPU_METRICS), ("quant", QUANT_METRICS))}
-    rows = summary_rows(loaded["onnx"], loaded["bpu"], loaded["quant"], p.streaming.chunk_size,
-                        p.streaming.num_decoding_left_chunks)
+    rows = summary_rows(loaded["onnx"], loaded["bpu"], loaded["quant"], params.streaming.chunk_size,
+                        params.streaming.num_decoding_left_chunks)
     write_csv(SUMMARY_TABLE, list(rows[0]), rows)
     worst = [{"node": f"{n['graph']}:{n['node']}", "op": n["op"], "cosine": n["cosine"]}
              for n in loaded["quant"]["worst_nodes"]]

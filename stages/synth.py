@@ -10,12 +10,12 @@ OUT = DEMO_CORPUS  # a fixed output: with data=lists nothing is written elsewher
 
 
 def main(argv: list) -> None:
-    p = load_stage_params("synth", argv)
+    params = load_stage_params("synth", argv)
     out = fresh_dir(OUT)
-    if not p.data.synth.enabled:
-        (out / "README.txt").write_text(f"Nothing synthesized: data={p.data.name} uses its own lists.\n")
+    if not params.data.synth.enabled:
+        (out / "README.txt").write_text(f"Nothing synthesized: data={params.data.name} uses its own lists.\n")
         return
-    cfg = dataclass_from(CorpusConfig, p.data.synth, "data.synth", ("enabled",))
+    cfg = dataclass_from(CorpusConfig, params.data.synth, "data.synth", ("enabled",))
     print(build_corpus(cfg, out))
 
 

@@ -12,15 +12,15 @@ OUT = TRAINED_MODEL
 
 
 def main(argv: list) -> None:
-    p = load_stage_params("train", argv)
-    t = p.model.train
+    params = load_stage_params("train", argv)
+    t = params.model.train
     cfg = dataclass_from(TrainConfig, t, "model.train", TRAIN_SECTION_EXTRAS) if t.enabled else None
     fresh_dir(OUT)
     if cfg is None:
-        (OUT / "README.txt").write_text(f"Nothing trained: model={p.model.name} is read from model.dir.\n")
+        (OUT / "README.txt").write_text(f"Nothing trained: model={params.model.name} is read from model.dir.\n")
         write_json(TRAIN_METRICS, {"trained": False})
         return
-    report = train(to_dict(t.architecture), cfg, Path(p.data.train_list), Path(p.data.units), OUT)
+    report = train(to_dict(t.architecture), cfg, Path(params.data.train_list), Path(params.data.units), OUT)
     write_json(TRAIN_METRICS, {"trained": True, **report})
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import make_model, variant
-from edgeasr.bpu import check_contract, contract_violations, export_bpu, placement_report, rewrite, summarize
+from edgeasr.bpu import check_contract, contract_violations, export_bpu, placement_report, rewrite, placement_summary
 from edgeasr.bpu.encoder import check_encoder_parity
 from edgeasr.bpu.layers import Pointwise, from_4d, to_4d
 from edgeasr.bpu.placement import place_node
@@ -15,7 +15,7 @@ from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
 from edgeasr.errors import EdgeAsrError
 from edgeasr.artifact.metadata import read_metadata
-from edgeasr.export.parity import compare
+from edgeasr.export.parity import worst_diffs
 
 CHUNK, LEFT = 4, 2
 
@@ -68,7 +68,7 @@ def test_exported_graphs_stream_like_torch(exported, key):
     """Whole utterances, caches partly then fully filled, padded last chunk: ONNX == PyTorch streaming."""
     model, paths = exported[key]
     backend = OnnxBpuBackend(paths["encoder"], paths["ctc"], "exact")
-    diffs = compare(TorchBackend(model), backend, utterances(3), CHUNK, LEFT)
+    diffs = worst_diffs(TorchBackend(model), backend, utterances(3), CHUNK, LEFT)
     assert diffs["encoder_out"] < 1e-5 and diffs["ctc_log_probs"] < 1e-5, diffs  # stage tolerance: 1e-4
 
 
@@ -122,7 +122,7 @@ def test_wide_layers_split_at_2048_channels():
 
 def test_placement_of_the_x3_demo_architecture(exported):
     report = placement_report(exported["wenet_x3"][1]["encoder"])
-    summary = summarize(report)
+    summary = placement_summary(report)
     assert summary["cpu_unexpected"] == 0, summary["unexpected_nodes"]
     assert all(p.device == "BPU" for p in report if p.op == "Conv")
     islands = [p for p in report if p.run_on_cpu]
@@ -132,12 +132,12 @@ def test_placement_of_the_x3_demo_architecture(exported):
     assert all(n in on_bpu for n in nodes_matching(report, "Conv", r"/(linear_\w|w_[12]|pointwise_conv\d)/"))
     assert all(p.device == "CPU" and p.expected for p in report if p.op == "Softmax")
     assert nodes_matching(report, "Conv", r"^/embed/conv/conv\.0/") == ["/embed/conv/conv.0/Conv"]
-    ctc = summarize(placement_report(exported["wenet_x3"][1]["ctc"]))
+    ctc = placement_summary(placement_report(exported["wenet_x3"][1]["ctc"]))
     assert ctc["cpu"] == 0
 
 
 def test_placement_flags_gelu_and_oversized_convs(exported):
-    moe = summarize(placement_report(exported["moe_gelu"][1]["encoder"]))
+    moe = placement_summary(placement_report(exported["moe_gelu"][1]["encoder"]))
     assert moe["cpu_unexpected"] > 0 and all("activation" in n for n in moe["unexpected_nodes"])
     weights = {"w9": [8, 8, 1, 9], "wide": [4100, 4100, 1, 1], "ok": [16, 16, 1, 7]}
     shapes = {"x": [1, 8, 1, 20], "y": [1, 4100, 1, 20]}

@@ -8,7 +8,7 @@ import pytest
 import soundfile
 
 from edgeasr.errors import EdgeAsrError
-from edgeasr.frontend.dataset import prepare
+from edgeasr.frontend.dataset import load_utterances
 
 MIN_FRAMES = 15  # conv2d8: right context 14 + 1
 
@@ -41,7 +41,7 @@ def test_report_counts_and_warnings_name_the_utterances(corpus, caplog):
             ("a", "ok.wav", "开灯吧")]
     symbols = {"<blank>": 0, "<unk>": 1, "开": 2, "关": 3, "灯": 4}
     with caplog.at_level(logging.WARNING):
-        prepared = prepare(write_list(corpus, rows), 0, MIN_FRAMES, symbols)
+        prepared = load_utterances(write_list(corpus, rows), 0, MIN_FRAMES, symbols)
     assert prepared.report == {"listed": 5, "used": 4, "skipped_too_short": 1, "resampled": 1, "truncated": 1,
                                "duplicate_keys": 1, "oov_reference_chars": 1}
     assert [p.utt.key for p in prepared.utterances] == ["a", "b", "d", "a"]
@@ -57,15 +57,15 @@ def test_unreadable_audio_stops_naming_list_line_and_file(corpus):
     (corpus / "bad.wav").write_bytes(b"not audio")
     path = write_list(corpus, [("a", "ok.wav", "开"), ("b", "bad.wav", "关")])
     with pytest.raises(EdgeAsrError, match=r"data\.list:2: .*bad\.wav: cannot read audio"):
-        prepare(path, 0, MIN_FRAMES)
+        load_utterances(path, 0, MIN_FRAMES)
 
 
 def test_a_list_with_nothing_long_enough_is_an_error(corpus):
     path = write_list(corpus, [("c", "short.wav", "灯")])
     with pytest.raises(EdgeAsrError, match="no utterance is long enough"):
-        prepare(path, 0, MIN_FRAMES)
+        load_utterances(path, 0, MIN_FRAMES)
 
 
 def test_an_intact_wav_is_not_reported_truncated(corpus):
-    prepared = prepare(write_list(corpus, [("a", "ok.wav", "开")]), 0, MIN_FRAMES)
+    prepared = load_utterances(write_list(corpus, [("a", "ok.wav", "开")]), 0, MIN_FRAMES)
     assert prepared.report["truncated"] == 0 and prepared.report["resampled"] == 0

@@ -6,6 +6,7 @@ import soundfile
 
 from edgeasr.errors import EdgeAsrError
 from edgeasr.frontend import compute_fbank, read_audio, read_data_list, read_symbol_table
+from edgeasr.frontend.tokens import detokenize, id_to_token, tokenize
 
 
 def kaldi_fbank_reference(x: np.ndarray, bins: int = 80, rate: int = 16000) -> np.ndarray:
@@ -93,6 +94,15 @@ def test_symbol_table(tmp_path):
     path.write_text("<blank> 0\nbad line here\n")
     with pytest.raises(EdgeAsrError, match=r"units.txt:2: expected '<token> <id>'"):
         read_symbol_table(path)
+
+
+def test_tokens_round_trip_with_unknown_characters_and_bpe_word_marks():
+    symbols = {"<blank>": 0, "<unk>": 1, "打": 2, "开": 3, "\u2581he": 4, "llo": 5, "\u2581wor": 6, "ld": 7}
+    assert tokenize("打 开灯", symbols) == [2, 3, 1]  # spaces dropped, 灯 unknown
+    tokens = id_to_token(symbols)
+    assert detokenize([2, 3, 1], tokens) == "打开<unk>"
+    assert detokenize([4, 5, 6, 7], tokens) == "hello world"
+    assert detokenize([99], tokens) == "<unk>"
 
 
 def test_atomic_dir_leaves_nothing_behind_on_failure(tmp_path):

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from edgeasr.evaluate.summary import summary_rows
-from edgeasr.report.sweep import experiment_points, render, sensitivity_rows, worst_nodes
+from edgeasr.report.sweep import experiment_points, read_worst_nodes, render, sensitivity_rows
 
 
 def family(cer: float, delta: float = 0.0) -> dict:
@@ -53,8 +53,8 @@ def quant_json(tmp_path_factory):
 
 
 def test_worst_nodes_come_from_the_workspace_file(quant_json, tmp_path):
-    assert worst_nodes(quant_json) == [{"node": "encoder:/embed/conv/conv.0/Conv", "cosine": 0.41}]
-    assert worst_nodes(tmp_path / "missing.json") == []
+    assert read_worst_nodes(quant_json) == [{"node": "encoder:/embed/conv/conv.0/Conv", "cosine": 0.41}]
+    assert read_worst_nodes(tmp_path / "missing.json") == []
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_sensitivity_rows_come_from_the_workspace_table(sensitivity_csv, tmp_pat
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory, quant_json, sensitivity_csv):
-    html = render(experiment_points(exp_show(), "test"), worst_nodes(quant_json), "test",
+    html = render(experiment_points(exp_show(), "test"), read_worst_nodes(quant_json), "test",
                   sensitivity_rows(sensitivity_csv))
     path = tmp_path_factory.mktemp("report") / "sweep.html"
     path.write_text(html, encoding="utf-8")

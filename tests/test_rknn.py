@@ -20,9 +20,9 @@ from edgeasr.decode.recognizer import DecodeOptions
 from edgeasr.errors import EdgeAsrError
 from edgeasr.evaluate.compare import decode_reference, evaluate_family
 from edgeasr.evaluate.quant import stream_cosine
-from edgeasr.evaluate.runner import detokenize
+from edgeasr.frontend.tokens import detokenize, id_to_token as tokens_of
 from edgeasr.frontend import compute_fbank, read_audio
-from edgeasr.frontend.dataset import prepare
+from edgeasr.frontend.dataset import load_utterances
 from edgeasr.model import load_model
 from edgeasr.rknn.compile import compile_rknn, rknn_path
 from edgeasr.rknn.reports import parse_accuracy, parse_layer_table
@@ -158,7 +158,7 @@ def test_real_toolchain_calibrate_build_simulate_cer(tmp_path):
     (model_dir / "global_cmvn").write_text(json.dumps(condition_(model, feats, CHUNK, LEFT)))
     torch.save(model.state_dict(), model_dir / "final.pt")
     model, _, symbols = load_model(model_dir)
-    id_to_token = {i: t for t, i in symbols.items()}
+    id_to_token = tokens_of(symbols)
     lines = [json.dumps({"key": f"utt{i}", "wav": str(w), "txt": detokenize(
         ctc_greedy_search(stream_encode(TorchBackend(model), f, CHUNK, LEFT)[1]), id_to_token)}, ensure_ascii=False)
         for i, (w, f) in enumerate(zip(wavs, feats))]
@@ -179,7 +179,7 @@ def test_real_toolchain_calibrate_build_simulate_cer(tmp_path):
     assert any(str(row["group"]).startswith("encoders.") for row in layers)  # readable layer groups
 
     opts = DecodeOptions(CHUNK, LEFT, modes=("ctc_greedy",))
-    prepared = prepare(tmp_path / "test.list", 0, 0).utterances
+    prepared = load_utterances(tmp_path / "test.list", 0, 0).utterances
     reference = decode_reference(TorchBackend(model), prepared, {"streaming": opts}, id_to_token)
     assert reference.metrics["streaming"]["ctc_greedy"]["cer"] == 0.0
     with Simulator(python, simulator_job(RK3588, graphs, out), tmp_path / "job.json", tmp_path / "serve.log") as sim:

@@ -24,7 +24,7 @@ from edgeasr.bpu.run_on_cpu import resolve_run_on_cpu
 from edgeasr.bpu.ranges import fake_quant_cosine, mix_ranges
 from edgeasr.artifact.metadata import read_metadata
 from edgeasr.decode import TorchBackend, ctc_greedy_search, stream_encode
-from edgeasr.evaluate.runner import detokenize
+from edgeasr.frontend.tokens import detokenize, id_to_token as tokens_of
 from edgeasr.errors import EdgeAsrError
 from edgeasr.evaluate.sensitivity import DevScore, dev_scorer, int8_study, search_float_set, study_settings
 from edgeasr.frontend import compute_fbank, read_audio
@@ -141,7 +141,7 @@ def fragile(tmp_path_factory):
     with_outlier_channel(model, 1, 3, OUTLIER)
     torch.save(model.state_dict(), model_dir / "final.pt")
     model, _, symbols = load_model(model_dir)
-    id_to_token = {i: t for t, i in symbols.items()}
+    id_to_token = tokens_of(symbols)
     lines = []
     for i, (wav, f) in enumerate(zip(wavs, feats)):
         hyp = detokenize(ctc_greedy_search(stream_encode(TorchBackend(model), f, CHUNK, LEFT)[1]), id_to_token)

@@ -100,3 +100,21 @@ def test_non_causal_conv_module_streams_with_zero_future(feats):
         full, _ = model.encoder(feats, torch.tensor([feats.size(1)]), 4, -1)
     assert streamed.shape == full.shape
     assert (streamed - full).abs().max().item() > 1e-4
+
+
+@pytest.mark.parametrize("subsampling,right_context", [(4, 6), (6, 10), (8, 14)])
+def test_output_frames_inverts_the_decoding_window(subsampling, right_context):
+    """output_frames (what the X3 backend uses for a short last window) against the model's own
+    subsampling of real inputs, for every window length around a chunk's."""
+    from edgeasr.model.embedding import NoPositionalEncoding
+    from edgeasr.model.subsampling import SUBSAMPLING_CLASSES, decoding_window, output_frames
+
+    layer = next(c for c in SUBSAMPLING_CLASSES.values() if (c.subsampling_rate, c.right_context) == (subsampling, right_context))
+    module = layer(20, 16, 0.0, NoPositionalEncoding(16, 0.0))
+    for chunk in (1, 4, 8):
+        window = decoding_window(chunk, subsampling, right_context)
+        assert output_frames(window, subsampling, right_context) == chunk
+        assert output_frames(right_context, subsampling, right_context) == 0  # one frame short of any output
+        for frames in range(right_context + 1, window + subsampling + 1):
+            made = module(torch.zeros(1, frames, 20), torch.ones(1, 1, frames, dtype=torch.bool))[0].shape[1]
+            assert output_frames(frames, subsampling, right_context) == made

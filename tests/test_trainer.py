@@ -20,19 +20,19 @@ from edgeasr.model import load_model
 ARCH = "conformer_nopos_conv2d8_relu_causal_bn"
 
 
-def config(full_context_prob: float) -> TrainConfig:
+def config(full_context_prob: float, max_chunk: int = 25) -> TrainConfig:
     return TrainConfig(seed=0, time_budget_s=1, max_epochs=1, batch_frames=1000, peak_lr=1e-3, warmup_steps=1,
                        grad_clip=5.0, threads=1, spec_aug=False, bf16=True, full_context_prob=full_context_prob,
-                       decoder_only_share=0.0, frozen_norm_share=0.0, init_from=None)
+                       max_chunk=max_chunk, decoder_only_share=0.0, frozen_norm_share=0.0, init_from=None)
 
 
-@pytest.mark.parametrize("prob", [0.0, 0.2, 0.5])
-def test_training_chunk_shares(prob):
+@pytest.mark.parametrize("prob,max_chunk", [(0.0, 25), (0.2, 25), (0.5, 12)])
+def test_training_chunk_shares(prob, max_chunk):
     rng = random.Random(0)
-    draws = [training_chunk(config(prob), rng) for _ in range(4000)]
+    draws = [training_chunk(config(prob, max_chunk), rng) for _ in range(4000)]
     full = sum(d == -1 for d in draws) / len(draws)
     assert abs(full - prob) < 0.03
-    assert all(1 <= d <= 25 for d in draws if d != -1)
+    assert {d for d in draws if d != -1} == set(range(1, max_chunk + 1))
 
 
 def batch(seed: int = 0):

@@ -6,7 +6,7 @@ Layers, lowest first; a module imports only from layers below its own (tests/tes
                                 the pipeline's artifact and metrics paths
     cli                         stage entry points: one-line errors, atomic outputs, metrics files
     params                      params.yaml loading and validation
-    frontend                    audio, fbank, CMVN, data lists, test-set preparation
+    frontend                    audio, fbank, CMVN, data lists, tokens, test-set preparation
     model                       WeNet-compatible networks and checkpoint loading
     artifact                    ONNX tracing settings, sessions, the metadata contract
     decode                      backends (torch, onnxruntime, X3 graphs) and searches

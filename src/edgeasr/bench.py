@@ -33,7 +33,7 @@ from .decode.bpu_backend import OnnxBpuBackend
 from .decode.onnx_backend import OnnxCpuBackend
 from .evaluate.sherpa import SherpaRecognizer
 from .frontend import read_audio
-from .frontend.dataset import prepare
+from .frontend.dataset import load_utterances
 from .model import load_model
 from .model.subsampling import min_input_frames
 from .paths import BPU, COMPILE, EXPORT_CPU, EXPORT_SHERPA
@@ -86,7 +86,7 @@ def benchmark(workspace: Path, utts: int) -> Dict[str, object]:
     test_list = workspace / next(iter(params["data"]["test_sets"].values()))
     model_dir = workspace / params["model"]["dir"]
     model, _, _ = load_model(model_dir)
-    prepared = prepare(test_list, utts, min_input_frames(model.encoder.embed.right_context)).utterances
+    prepared = load_utterances(test_list, utts, min_input_frames(model.encoder.embed.right_context)).utterances
     feats = [p.feats for p in prepared]
     audio = sum(p.seconds for p in prepared)
     cpu, bpu, compiled = workspace / EXPORT_CPU, workspace / BPU, workspace / COMPILE

@@ -27,6 +27,11 @@ def traced_in_eval_mode(module: torch.nn.Module) -> Iterator[None]:
             m.training = training
 
 
+def default_opset(proto: onnx.ModelProto) -> int:
+    """The version of the default (ai.onnx) operator set a graph imports."""
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
 def export_graph(
     module: torch.nn.Module,
     args: Tuple,
@@ -54,7 +59,7 @@ def export_graph(
             dynamo=False,
         )
     proto = onnx.load(str(path))
-    got = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    got = default_opset(proto)
     if got != opset:
         raise EdgeAsrError(f"{path}: exported with opset {got}, expected {opset}")
     missing = set(input_names) - set(optional_inputs) - {i.name for i in proto.graph.input}

@@ -3,7 +3,7 @@
 from .contract import check_contract, contract_violations
 from .encoder import BpuCtc, BpuEncoder, rewrite
 from .export import export_bpu
-from .placement import placement_report, summarize
+from .placement import placement_report, placement_summary
 
 __all__ = ["BpuCtc", "BpuEncoder", "check_contract", "contract_violations", "export_bpu", "placement_report",
-           "rewrite", "summarize"]
+           "placement_summary", "rewrite"]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..decode.bpu_backend import OnnxBpuBackend
 from ..decode.streaming import chunk_windows
 from ..errors import EdgeAsrError
-from ..frontend.dataset import prepare
+from ..frontend.dataset import load_utterances
 from ..model.subsampling import min_input_frames
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def build_calibration(encoder: Path, ctc: Path, data_list: Path, max_samples: in
     data policy every stage shares (frontend.dataset): an unreadable file stops naming its line, an
     utterance shorter than one output frame is skipped and counted in the manifest's `data`."""
     backend = OnnxBpuBackend(encoder, ctc, "exact")
-    prepared = prepare(data_list, 0, min_input_frames(backend.geometry.right_context))
+    prepared = load_utterances(data_list, 0, min_input_frames(backend.geometry.right_context))
     utts = prepared.utterances
     chosen = select_utterances(len(utts), max_samples, seed)
     note = ""

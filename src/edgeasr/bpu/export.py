@@ -13,7 +13,7 @@ import onnx
 import torch
 
 from ..artifact.metadata import model_geometry, write_metadata
-from ..artifact.onnx_io import traced_in_eval_mode
+from ..artifact.onnx_io import default_opset, export_graph
 from ..errors import EdgeAsrError
 from ..model.asr_model import ASRModel
 from .encoder import BpuCtc, BpuEncoder, zero_state
@@ -45,10 +45,7 @@ def hb_mapper_attributes(shapes: Mapping[str, Tuple[int, ...]], outputs: Sequenc
 def export_static(module: torch.nn.Module, inputs: Mapping[str, torch.Tensor], outputs: Sequence[str], path: Path,
                   meta: Mapping[str, object]) -> Path:
     """Trace with static shapes at opset 11; assert opset, ir_version and 4-D static float inputs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), traced_in_eval_mode(module):
-        torch.onnx.export(module, tuple(inputs.values()), str(path), input_names=list(inputs),
-                          output_names=list(outputs), opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    export_graph(module, tuple(inputs.values()), path, list(inputs), outputs, {}, OPSET)
     proto = onnx.load(str(path))
     if proto.ir_version > MAX_IR_VERSION:
         proto.ir_version = MAX_IR_VERSION  # opset 11 needs IR 6; the exporter stamps its newest
@@ -62,7 +59,7 @@ def export_static(module: torch.nn.Module, inputs: Mapping[str, torch.Tensor], o
 def check_saved(path: Path, shapes: Mapping[str, Tuple[int, ...]]) -> None:
     """The saved file is what the X3 accepts: opset 11, ir <= 7, the inputs static 4-D float32, batch 1."""
     proto = onnx.load(str(path))
-    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    opset = default_opset(proto)
     if opset != OPSET or proto.ir_version > MAX_IR_VERSION:
         raise EdgeAsrError(f"{path}: opset {opset} / ir_version {proto.ir_version}, X3 needs {OPSET} / <= 7")
     got = {}

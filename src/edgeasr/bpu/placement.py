@@ -23,11 +23,13 @@ from onnx import numpy_helper, shape_inference
 
 from ..cli import write_csv
 from ..errors import EdgeAsrError
+from .contract import MAX_CHANNELS, MAX_KERNEL
 
 OP_LIST = "X3 op list"  # Horizon PTQ guide, supported op list and restrictions (bernoulli2 / XJ3)
 WENET = "WeNet X3 recipe"  # wenet/bin/export_onnx_bpu.py and runtime/horizonbpu
 
-MAX_KERNEL, MAX_GROUP_CHANNELS, MAX_PLAIN_CHANNELS, MAX_KERNEL_VOLUME = 7, 2048, 4096, 32768
+MAX_PLAIN_CHANNELS = 4096  # X3 Conv without groups or dilation: channels per group <= 4096
+MAX_KERNEL_VOLUME = 32768  # X3 Conv: kernel H x W x input channels per group
 NEVER_ON_BPU = {"Cast", "Constant", "Dropout", "Reshape", "Squeeze", "Unsqueeze", "Shape"}
 ELEMENTWISE = {"Add", "Sub", "Mul", "Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "PRelu", "BatchNormalization"}
 DATA_MOVEMENT = {"Concat", "Split", "Slice"}
@@ -113,7 +115,7 @@ def _conv_reason(node: onnx.NodeProto, shapes: Dict[str, List[int]], weights: Di
     if kh > MAX_KERNEL or kw > MAX_KERNEL:
         return f"{OP_LIST}: Conv kernel {kh}x{kw} > {MAX_KERNEL}x{MAX_KERNEL}"
     plain = group == 1 and all(d == 1 for d in dilations)
-    limit = MAX_PLAIN_CHANNELS if plain else MAX_GROUP_CHANNELS
+    limit = MAX_PLAIN_CHANNELS if plain else MAX_CHANNELS
     if in_per_group > limit or out_ch // group > limit:
         return f"{OP_LIST}: Conv channels {in_per_group} -> {out_ch // group} per group > {limit}"
     if kh * kw * in_per_group > MAX_KERNEL_VOLUME:
@@ -188,7 +190,7 @@ def read_placement(model: Path) -> List[Placement]:
     return [Placement(**entry) for entry in json.loads(path.read_text())]
 
 
-def summarize(report: Sequence[Placement]) -> Dict[str, object]:
+def placement_summary(report: Sequence[Placement]) -> Dict[str, object]:
     """Counts by device and op; the unexpected CPU nodes by name."""
     by_op: Dict[str, Dict[str, int]] = {}
     for p in report:

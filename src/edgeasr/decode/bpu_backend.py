@@ -19,6 +19,7 @@ import numpy as np
 
 from ..artifact.metadata import StreamGeometry, read_metadata
 from ..artifact.onnx_io import graph_inputs, session
+from ..model.subsampling import output_frames
 from .search import Hyp
 
 PROTOCOLS = ("exact", "board")
@@ -75,8 +76,8 @@ class OnnxBpuBackend:
 
     def valid_frames(self, window_frames: int) -> int:
         """Output frames a window of `window_frames` real feature frames produces (WeNet's rule)."""
-        g = self.geometry
-        return min(self.chunk_size, (window_frames - g.right_context - 1) // g.subsampling_rate + 1)
+        return min(self.chunk_size, output_frames(window_frames, self.geometry.subsampling_rate,
+                                                  self.geometry.right_context))
 
     def att_mask(self, chunks_done: int, valid: int) -> np.ndarray:
         """(1, h, chunk, T + chunk) float: the filled cache slots (rightmost) and this chunk's real frames."""

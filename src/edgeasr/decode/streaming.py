@@ -8,8 +8,7 @@ from typing import Iterator, Tuple
 
 import numpy as np
 
-from ..model.subsampling import chunk_stride, decoding_window, min_input_frames
-from ..model.subsampling import Geometry
+from ..model.subsampling import Geometry, chunk_stride, decoding_window, min_input_frames
 from .backend import Backend
 
 

@@ -33,8 +33,9 @@ from tqdm import tqdm
 from ..errors import EdgeAsrError
 from ..frontend import load_cmvn, read_symbol_table
 from ..frontend.cmvn import cmvn_stats_json
-from ..frontend.dataset import prepare
+from ..frontend.dataset import load_utterances
 from ..frontend.fbank import wenet_dataset_conf
+from ..frontend.tokens import tokenize
 from ..model import ModelSpec, build_model, load_model
 from ..model.asr_model import IGNORE_ID
 from ..model.ffn import MoEFFNLayer
@@ -56,7 +57,8 @@ class TrainConfig:
     threads: int  # intra-op threads; 1 is the robust default on a shared 2-core machine
     spec_aug: bool
     bf16: bool  # bf16 autocast when the CPU has native bf16 (avx512_bf16 / AMX); float32 elsewhere
-    full_context_prob: float  # share of batches with full attention; the rest get a chunk in [1, 25]
+    full_context_prob: float  # share of batches with full attention; the rest get a chunk in [1, max_chunk]
+    max_chunk: int  # largest training chunk in encoder frames (WeNet's dynamic chunk: 25)
     decoder_only_share: float  # last share of the budget that trains only the decoder (0 = hybrid loss)
     frozen_norm_share: float  # share before the decoder phase: CTC with BatchNorm statistics frozen
     init_from: Optional[str]  # a model directory whose weights and CMVN start training (None: random)
@@ -65,7 +67,7 @@ class TrainConfig:
 def training_chunk(cfg: TrainConfig, rng: random.Random) -> int:
     """This batch's attention chunk in encoder frames (-1 = full context). WeNet's own sampling gives
     full context to about half of the batches and a chunk of 1..25 frames to the others."""
-    return -1 if rng.random() < cfg.full_context_prob else rng.randint(1, 25)
+    return -1 if rng.random() < cfg.full_context_prob else rng.randint(1, cfg.max_chunk)
 
 
 def bf16_usable(threads: int) -> bool:
@@ -77,11 +79,6 @@ def bf16_usable(threads: int) -> bool:
     run-to-run differences otherwise; at 1 thread it was deterministic and finite every time. A NaN
     loss would poison every weight through Adam, so more threads train in float32."""
     return threads == 1 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def tokenize(text: str, symbols: Dict[str, int]) -> List[int]:
-    unk = symbols["<unk>"]
-    return [symbols.get(c, unk) for c in text if not c.isspace()]
 
 
 def make_batches(lengths: List[int], batch_frames: int, rng: random.Random) -> List[List[int]]:
@@ -171,7 +168,7 @@ def extract_features(data_list: Path, input_layer: str, symbols: Dict[str, int])
     """Features and transcripts under the data policy every stage shares (frontend.dataset): unreadable
     audio stops naming the list line, utterances shorter than one output frame are skipped."""
     min_frames = min_input_frames(SUBSAMPLING_CLASSES[input_layer].right_context)
-    prepared = prepare(data_list, 0, min_frames, symbols).utterances
+    prepared = load_utterances(data_list, 0, min_frames, symbols).utterances
     return [p.feats for p in prepared], [p.utt.txt for p in prepared]
 
 

@@ -19,7 +19,8 @@ from ..frontend import read_audio
 from ..frontend.dataset import PreparedUtterance
 from ..similarity import max_abs_diff
 from .cer import score
-from .runner import chunk_latency, detokenize, evaluate_set
+from ..frontend.tokens import detokenize
+from .runner import chunk_latency, evaluate_set
 
 
 @dataclass(frozen=True)

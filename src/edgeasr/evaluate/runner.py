@@ -1,4 +1,5 @@
-"""Decode test sets with any backend in several contexts (streaming, full) and score them.
+"""Decode test sets with any backend in several contexts (streaming, full) and score them: CER per
+mode, real-time factor, chunk latency, hypotheses as JSON lines.
 
 Features are computed once per utterance and shared; the real-time factor of a context counts
 feature extraction plus encoder plus search, divided by the audio duration.
@@ -7,36 +8,17 @@ feature extraction plus encoder plus search, divided by the audio duration.
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from ..decode import Backend, DecodeOptions, chunk_windows, recognize
-from ..frontend.dataset import PreparedUtterance, prepare
+from ..frontend.fbank import FRAME_SHIFT_MS
+from ..frontend.tokens import detokenize, id_to_token
+from ..frontend.dataset import PreparedUtterance, load_utterances
 from ..model.subsampling import min_input_frames
-from ..params import check_streaming
 from .cer import score
-
-FRAME_SHIFT_MS = 10  # fbank frame shift
-
-
-def decode_contexts(search: Any, streaming: Any, modes: Sequence[str] = (), full_context: bool = True
-                    ) -> Dict[str, DecodeOptions]:
-    """{"streaming": at streaming.chunk_size / num_decoding_left_chunks[, "full": whole utterance]} with
-    one params section's search settings (`eval` or `compare`); `modes` narrows the section's modes."""
-    check_streaming(streaming)
-    common = dict(
-        beam_size=search.beam_size,
-        ctc_weight=search.ctc_weight,
-        reverse_weight=search.reverse_weight,
-        modes=tuple(m for m in search.modes if not modes or m in modes),
-    )
-    contexts = {"streaming": DecodeOptions(streaming.chunk_size, streaming.num_decoding_left_chunks, **common)}
-    if full_context:
-        contexts["full"] = DecodeOptions(-1, -1, **common)
-    return contexts
-
 
 def chunk_latency(backend: Backend, prepared: Sequence[PreparedUtterance], chunk_size: int,
                   decode_time: float) -> Dict[str, float]:
@@ -44,14 +26,9 @@ def chunk_latency(backend: Backend, prepared: Sequence[PreparedUtterance], chunk
     chunk_compute_ms: decoding time per chunk at the measured thread count (encoder, CTC, search)."""
     chunks = sum(len(list(chunk_windows(p.feats.shape[0], backend.geometry, chunk_size))) for p in prepared)
     return {
-        "chunk_audio_ms": chunk_size * backend.geometry.subsampling_rate * FRAME_SHIFT_MS,
+        "chunk_audio_ms": int(chunk_size * backend.geometry.subsampling_rate * FRAME_SHIFT_MS),
         "chunk_compute_ms": round(1000.0 * decode_time / max(chunks, 1), 3),
     }
-
-
-def detokenize(ids: List[int], id_to_token: Mapping[int, str]) -> str:
-    """Token ids -> text; WeNet's BPE word marker '▁' becomes a space."""
-    return "".join(id_to_token.get(i, "<unk>") for i in ids).replace("\u2581", " ").strip()
 
 
 def evaluate_set(
@@ -93,13 +70,13 @@ def evaluate_sets(
     hyps_dir: Path,
 ) -> Dict[str, object]:
     """Every test set in every context; hypotheses to hyps_dir/<set>.jsonl; returns the metrics."""
-    id_to_token = {i: t for t, i in symbols.items()}
+    tokens = id_to_token(symbols)
     hyps_dir.mkdir(parents=True, exist_ok=True)
     metrics: Dict[str, object] = {}
     min_frames = min_input_frames(backend.geometry.right_context)
     for name, data_list in test_sets.items():
-        prepared = prepare(Path(data_list), max_utts, min_frames, symbols)
-        metrics[name], hyps, _ = evaluate_set(backend, prepared.utterances, contexts, id_to_token)
+        prepared = load_utterances(Path(data_list), max_utts, min_frames, symbols)
+        metrics[name], hyps, _ = evaluate_set(backend, prepared.utterances, contexts, tokens)
         metrics[name]["data"] = prepared.report
         with open(hyps_dir / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for h in hyps:

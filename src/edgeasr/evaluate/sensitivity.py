@@ -22,12 +22,12 @@ from ..bpu.quantize import write_qdq
 from ..decode import Backend, TorchBackend, ctc_greedy_search, stream_encode
 from ..decode.bpu_backend import OnnxBpuBackend
 from ..errors import EdgeAsrError
-from ..frontend.dataset import PreparedUtterance, prepare
+from ..frontend.dataset import PreparedUtterance, load_utterances
+from ..frontend.tokens import detokenize
 from ..model import load_model
 from ..model.subsampling import min_input_frames
 from ..similarity import PooledCosine
 from .cer import score
-from .runner import detokenize
 
 @dataclass(frozen=True)
 class DevScore:
@@ -183,7 +183,7 @@ def dev_scorer(model_dir: Path, dev_list: Path, max_utts: int, float_encoder: Pa
     graphs' own chunk and left chunks."""
     model, _, symbols = load_model(model_dir)
     float_graphs = OnnxBpuBackend(float_encoder, float_ctc, "exact", threads)
-    prepared = prepare(dev_list, max_utts, min_input_frames(model.encoder.embed.right_context)).utterances
+    prepared = load_utterances(dev_list, max_utts, min_input_frames(model.encoder.embed.right_context)).utterances
     scorer = DevScorer(prepared, float_graphs.chunk_size, float_graphs.num_left_chunks,
                        {i: t for t, i in symbols.items()}, threads)
     scorer.prime(TorchBackend(model), float_graphs)

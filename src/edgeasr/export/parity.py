@@ -19,7 +19,7 @@ ENCODER_TOL = 1e-4  # max |diff| of encoder frames
 LOG_PROB_TOL = 1e-3  # max |diff| of CTC log-probabilities over the finite entries
 
 
-def compare(
+def worst_diffs(
     reference: Backend,
     candidate: Backend,
     utterances: Sequence[np.ndarray],
@@ -57,7 +57,7 @@ def rescoring_agreement(
     return float(np.mean(same))
 
 
-def require(name: str, diffs: Dict[str, float], limits: Optional[Dict[str, float]] = None) -> None:
+def check_within_tolerance(name: str, diffs: Dict[str, float], limits: Optional[Dict[str, float]] = None) -> None:
     """Raise naming the worst tensor of `name` if any difference exceeds its tolerance."""
     limits = limits or {"encoder_out": ENCODER_TOL, "ctc_log_probs": LOG_PROB_TOL}
     over: List[str] = [

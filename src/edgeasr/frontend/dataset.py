@@ -52,7 +52,7 @@ def _warn(data_list: Path, what: str, keys: List[str]) -> None:
         log.warning("%s: %d %s (%s)", data_list, len(keys), what, shown)
 
 
-def prepare(data_list: Path, max_utts: int, min_frames: int,
+def load_utterances(data_list: Path, max_utts: int, min_frames: int,
             symbols: Optional[Mapping[str, int]] = None) -> PreparedSet:
     """The first `max_utts` utterances (0 = all) with features; see the module docstring for what
     is skipped, what stops and what is reported. `min_frames`: feature frames of one output frame."""

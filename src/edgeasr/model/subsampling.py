@@ -35,6 +35,12 @@ def decoding_window(chunk_size: int, subsampling_rate: int, right_context: int) 
     return (chunk_size - 1) * subsampling_rate + min_input_frames(right_context)
 
 
+def output_frames(input_frames: int, subsampling_rate: int, right_context: int) -> int:
+    """Output frames the front end makes from `input_frames` feature frames (0 when too few): the
+    inverse of decoding_window."""
+    return max(0, (input_frames - min_input_frames(right_context)) // subsampling_rate + 1)
+
+
 def chunk_stride(chunk_size: int, subsampling_rate: int) -> int:
     """Feature frames between the starts of two chunks."""
     return subsampling_rate * chunk_size

@@ -80,7 +80,7 @@ def experiment_points(exp_show: List[dict], test_set: str) -> List[Dict[str, obj
     return points
 
 
-def worst_nodes(quant_metrics: Path, count: int = 10) -> List[dict]:
+def read_worst_nodes(quant_metrics: Path, count: int = 10) -> List[dict]:
     """The workspace's worst quantized nodes, from metrics/quant.json (`dvc exp show` drops lists)."""
     if not quant_metrics.is_file():
         return []
@@ -182,7 +182,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--set", default="test", help="test set to plot")
     args = parser.parse_args(argv)
     exp_show = dvc_exp_show()
-    page = render(experiment_points(exp_show, args.set), worst_nodes(QUANT_METRICS), args.set,
+    page = render(experiment_points(exp_show, args.set), read_worst_nodes(QUANT_METRICS), args.set,
                   sensitivity_rows(INT8_SENSITIVITY_TABLE))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(page, encoding="utf-8")
