@@ -15,6 +15,7 @@ import torch
 
 from ..model.asr_model import ASRModel
 from ..model.encoder_layer import ConformerEncoderLayer, TransformerEncoderLayer
+from ..model.mask import cache_slot_mask
 from ..model.subsampling import decoding_window
 from .contract import check_contract
 from .layers import (
@@ -177,9 +178,7 @@ def check_encoder_parity(model: ASRModel, encoder: BpuEncoder, chunks: int = 3) 
     worst = 0.0
     for index in range(chunks):
         feats = torch.randn(1, encoder.window, encoder.feature_dim, generator=g) * 3 + 4
-        filled = min(index * encoder.chunk_size, encoder.cache_frames)
-        mask = torch.zeros(1, 1, encoder.cache_frames + encoder.chunk_size, dtype=torch.bool)
-        mask[..., encoder.cache_frames - filled :] = True
+        mask = torch.from_numpy(cache_slot_mask(encoder.cache_frames, encoder.chunk_size, index))[None, None]
         ref, att_cache, cnn_cache = enc.forward_chunk(feats, index * encoder.chunk_size, encoder.cache_frames,
                                                       att_cache, cnn_cache, mask)
         inputs["chunk"] = feats.unsqueeze(0)

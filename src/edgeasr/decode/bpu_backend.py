@@ -19,6 +19,7 @@ import numpy as np
 
 from ..artifact.metadata import StreamGeometry, read_metadata
 from ..artifact.onnx_io import graph_inputs, session
+from ..model.mask import cache_slot_mask
 from ..model.subsampling import output_frames
 from .search import Hyp
 
@@ -81,10 +82,8 @@ class OnnxBpuBackend:
 
     def att_mask(self, chunks_done: int, valid: int) -> np.ndarray:
         """(1, h, chunk, T + chunk) float: the filled cache slots (rightmost) and this chunk's real frames."""
-        mask = np.zeros((1, self.heads, self.chunk_size, self.cache_frames + self.chunk_size), np.float32)
-        filled = min(chunks_done * self.chunk_size, self.cache_frames)
-        mask[..., self.cache_frames - filled : self.cache_frames + valid] = 1.0
-        return mask
+        slots = cache_slot_mask(self.cache_frames, self.chunk_size, chunks_done, valid).astype(np.float32)
+        return np.ascontiguousarray(np.broadcast_to(slots, (1, self.heads, self.chunk_size, slots.size)))
 
     def inputs(self, window: np.ndarray, state: BpuStreamState) -> Tuple[dict, int]:
         """The encoder feeds for one window (W', F) with W' <= W, and the number of real output frames."""

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..artifact.metadata import StreamGeometry, read_metadata
 from ..artifact.onnx_io import session
+from ..model.mask import cache_slot_mask
 from .backend import ScoringBackend
 from .search import Hyp, sequence_scores
 
@@ -58,10 +59,7 @@ class OnnxCpuBackend(ScoringBackend):
     def _att_mask(self, chunks_done: int) -> np.ndarray:
         if self.num_left_chunks <= 0:
             return np.ones((0, 0, 0), dtype=bool)
-        mask = np.ones((1, 1, self.cache_frames + self.chunk_size), dtype=bool)
-        filled = min(chunks_done * self.chunk_size, self.cache_frames)
-        mask[:, :, : self.cache_frames - filled] = False
-        return mask
+        return cache_slot_mask(self.cache_frames, self.chunk_size, chunks_done)[None, None]
 
     def encode_chunk(self, window: np.ndarray, state: OnnxStreamState) -> Tuple[np.ndarray, np.ndarray, OnnxStreamState]:
         required = self.cache_frames if self.num_left_chunks > 0 else (-1 if self.num_left_chunks < 0 else 0)

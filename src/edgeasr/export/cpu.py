@@ -19,6 +19,7 @@ from ..artifact.metadata import model_geometry, write_metadata
 from ..artifact.onnx_io import export_graph
 from ..model.asr_model import ASRModel
 from ..model.embedding import NoPositionalEncoding
+from ..model.mask import cache_slot_mask
 from .graphs import CtcHead, NeutralRescoringDecoder, RescoringDecoder, StreamingEncoder, dense_moe, io_shapes
 
 
@@ -29,8 +30,7 @@ def streaming_example_inputs(model: ASRModel, chunk_size: int, num_left_chunks: 
     chunk = torch.randn(1, geometry["decoding_window"], geometry["feature_size"])
     if num_left_chunks > 0:
         required = cache
-        att_mask = torch.ones(1, 1, cache + chunk_size, dtype=torch.bool)
-        att_mask[:, :, :cache] = False
+        att_mask = torch.from_numpy(cache_slot_mask(cache, chunk_size, 0))[None, None]
     else:
         required = -1 if num_left_chunks < 0 else 0
         att_mask = torch.ones(0, 0, 0, dtype=torch.bool)

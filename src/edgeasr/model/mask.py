@@ -1,6 +1,19 @@
 """Padding and chunk masks, with WeNet's semantics (True = may attend / valid)."""
 
+from typing import Optional
+
+import numpy as np
 import torch
+
+
+def cache_slot_mask(cache_frames: int, chunk_size: int, chunks_done: int, valid: Optional[int] = None) -> np.ndarray:
+    """(cache_frames + chunk_size,) bool: the positions a streaming chunk attends to under a fixed-size
+    cache (WeNet's runtime layout, oldest slot first): the filled cache slots, which are the rightmost
+    min(chunks_done * chunk_size, cache_frames), then the chunk's first `valid` frames (default all)."""
+    mask = np.zeros(cache_frames + chunk_size, dtype=bool)
+    filled = min(chunks_done * chunk_size, cache_frames)
+    mask[cache_frames - filled : cache_frames + (chunk_size if valid is None else valid)] = True
+    return mask
 
 
 def make_pad_mask(lengths: torch.Tensor, max_len: int = 0) -> torch.Tensor:
