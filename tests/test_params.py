@@ -126,3 +126,11 @@ def test_dataclass_from_names_unknown_and_missing_settings():
         dataclass_from(Settings, section, "x")
     with pytest.raises(EdgeAsrError, match=r"x\.rates: not set"):
         dataclass_from(Settings, OmegaConf.create({"seed": 1}), "x")
+
+
+def test_setting_values_match_by_type_as_well():
+    from edgeasr.checks import is_one_of
+
+    assert is_one_of(True, (True, False)) and is_one_of("O3", ("O2", "O3"))
+    assert not is_one_of(1, (True, False))  # YAML's 1 is not a boolean
+    assert not is_one_of(1.0, (1, 2)) and not is_one_of("1", (1, 2))

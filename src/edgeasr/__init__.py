@@ -2,8 +2,8 @@
 
 Layers, lowest first; a module imports only from layers below its own (tests/test_layers.py):
 
-    errors, similarity, paths   what everything may use: the user-error type, signal similarity,
-                                the pipeline's artifact and metrics paths
+    errors, checks, similarity, what everything may use: the user-error type, setting-value
+    paths                       checks, signal similarity, the pipeline's artifact and metrics paths
     cli                         stage entry points: one-line errors, atomic outputs, metrics files
     params                      params.yaml loading and validation
     frontend                    audio, fbank, CMVN, data lists, tokens, test-set preparation
@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 # The layer of every top-level module and package (see the docstring); lower numbers are lower.
 LAYERS = {
-    "errors": 0, "similarity": 0, "paths": 0,
+    "errors": 0, "checks": 0, "similarity": 0, "paths": 0,
     "cli": 1,
     "params": 2,
     "frontend": 3,

@@ -12,6 +12,7 @@ from typing import Dict, List, Mapping, Sequence
 
 import yaml
 
+from ..checks import is_one_of
 from ..errors import EdgeAsrError
 
 SECTIONS = ("model_parameters", "input_parameters", "calibration_parameters", "compiler_parameters")
@@ -59,8 +60,7 @@ def validate(config: Mapping[str, Mapping[str, object]], source: str) -> None:
             rule = ALLOWED[section].get(key)
             if rule is None:
                 raise EdgeAsrError(f"{source}: {section}.{key} is not an hb_mapper key")
-            ok = isinstance(value, rule) if isinstance(rule, type) else any(
-                value == v and type(value) is type(v) for v in rule)
+            ok = isinstance(value, rule) if isinstance(rule, type) else is_one_of(value, rule)
             if rule is float:
                 ok = isinstance(value, float) and 0.0 < value <= 1.0
             if not ok:

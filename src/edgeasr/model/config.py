@@ -10,6 +10,7 @@ key and what we support. Keys that only matter for training (dropouts, checkpoin
 
 from typing import Any, Dict, Optional
 
+from ..checks import is_one_of
 from ..errors import EdgeAsrError
 
 # key -> default, check. A check is a tuple of allowed values or a predicate with a description.
@@ -111,7 +112,7 @@ def _describe(check: Check) -> str:
 def _accepts(check: Check, value: Any) -> bool:
     if isinstance(check, tuple) and len(check) == 2 and callable(check[0]):
         return bool(check[0](value))
-    return any(value == v and type(value) is type(v) for v in check)
+    return is_one_of(value, check)
 
 
 def validate_section(section: str, conf: Optional[Dict[str, Any]], schema: Dict[str, Any]) -> Dict[str, Any]:
