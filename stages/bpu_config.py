@@ -10,12 +10,10 @@ from edgeasr.cli import fresh_dir, run_stage
 from edgeasr.params import load_stage_params, to_dict
 from edgeasr.paths import BPU, BPU_CONFIG, CALIBRATION
 
-OUT = BPU_CONFIG
-
 
 def main(argv: list) -> None:
     params = load_stage_params("bpu_config", argv)
-    out = fresh_dir(OUT)
+    out = fresh_dir(BPU_CONFIG)
     graphs = {"encoder": ENCODER_DIR, "ctc": CTC_DIR}
     reports = {name: read_placement(BPU / f"{name}.onnx") for name in graphs}
     run_on_cpu = resolve_run_on_cpu(reports, to_dict(params.bpu.run_on_cpu), params.bpu.float_islands)

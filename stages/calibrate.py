@@ -7,12 +7,10 @@ from edgeasr.cli import atomic_dir, run_stage
 from edgeasr.params import load_stage_params
 from edgeasr.paths import BPU, CALIBRATION
 
-OUT = CALIBRATION
-
 
 def main(argv: list) -> None:
     params = load_stage_params("calibrate", argv)
-    with atomic_dir(OUT) as out:  # an interrupted run leaves no exp/calibration for compile to take
+    with atomic_dir(CALIBRATION) as out:  # an interrupted run leaves no exp/calibration for compile to take
         manifest = build_calibration(BPU / "encoder.onnx", BPU / "ctc.onnx", Path(params.data.cali_list),
                                      params.calibrate.max_samples, params.calibrate.seed, out)
     print(f"calibration: {manifest['utterances_used']} utterances, {manifest['files_per_input']} "

@@ -18,7 +18,6 @@ from edgeasr.params import load_stage_params
 from edgeasr.paths import (BPU, BPU_CONFIG, CALIBRATION, COMPILE, COMPILE_METRICS, INT8_SENSITIVITY_TABLE,
                            QUANT_NODES_TABLE)
 
-CONFIGS, OUT = BPU_CONFIG, COMPILE
 NODE_COLUMNS = ["graph", "node", "op", "device", "int8", "cosine"]
 SENSITIVITY_COLUMNS = ["group", "graph", "int8_nodes", "macs_per_chunk", "cer", "cer_delta", "cosine_encoder_out",
                        "cosine_log_probs"]
@@ -28,10 +27,10 @@ def main(argv: list) -> None:
     params = load_stage_params("compile", argv)
     settings = study_settings(params.data.dev_list, params.bpu.sensitivity_utts, params.bpu.max_cer_delta)
     method = CalibrationSettings(params.bpu.calibration_type, float(params.bpu.max_percentile), bool(params.bpu.per_channel))
-    configs = read_configs(CONFIGS, method)
+    configs = read_configs(BPU_CONFIG, method)
     executable = find_hb_mapper()
     study = None
-    with atomic_dir(OUT) as out, tempfile.TemporaryDirectory(prefix="edgeasr-compile-") as tmp:
+    with atomic_dir(COMPILE) as out, tempfile.TemporaryDirectory(prefix="edgeasr-compile-") as tmp:
         # Ranges for the emulation, and for the study even when hb_mapper compiles (its own quantized
         # models cannot be evaluated here).
         graphs = ({name: calibrate_graph(name, configs[name], method, CALIBRATION, Path(tmp)) for name in MODELS}

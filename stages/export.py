@@ -20,15 +20,13 @@ from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import check_streaming, load_stage_params
 from edgeasr.paths import EXPORT, EXPORT_METRICS
 
-OUT = EXPORT
-
 
 def main(argv: list) -> None:
     params = load_stage_params("export", argv)
     check_streaming(params.streaming)
     torch.set_num_threads(1)
     model, _, _ = load_model(params.model.dir)
-    with atomic_dir(OUT) as out:  # no exp/export unless every family passed its parity check
+    with atomic_dir(EXPORT) as out:  # no exp/export unless every family passed its parity check
         report = export_and_check(model, out, params)
     write_json(EXPORT_METRICS, report)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from edgeasr.bpu import export_bpu, rewrite, placement_summary
+from edgeasr.bpu import export_bpu, placement_summary, rewrite
 from edgeasr.bpu.placement import read_placement, write_table
 from edgeasr.cli import atomic_dir, run_stage, write_json
 from edgeasr.decode import TorchBackend
@@ -16,7 +16,6 @@ from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import load_stage_params
 from edgeasr.paths import BPU, BPU_EXPORT_METRICS, BPU_OPS_METRICS, BPU_OPS_TABLE
 
-OUT = BPU
 STREAM_TOL = {"encoder_out": 1e-4, "ctc_log_probs": 1e-4}  # ONNX vs PyTorch over whole utterances
 
 
@@ -29,7 +28,7 @@ def main(argv: list) -> None:
     first_set = next(iter(params.data.test_sets.values()))
     utts = [u.feats for u in load_utterances(Path(first_set), params.export.parity_utts,
                                    min_input_frames(model.encoder.embed.right_context)).utterances]
-    with atomic_dir(OUT) as out:  # no exp/bpu unless the streamed parity below holds
+    with atomic_dir(BPU) as out:  # no exp/bpu unless the streamed parity below holds
         paths = export_bpu(model, encoder, ctc, out)
         parity = worst_diffs(TorchBackend(model), OnnxBpuBackend(paths["encoder"], paths["ctc"], "exact"), utts,
                          chunk, left)

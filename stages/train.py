@@ -8,19 +8,17 @@ from edgeasr.demo.trainer import TRAIN_SECTION_EXTRAS, TrainConfig, train
 from edgeasr.params import dataclass_from, load_stage_params, to_dict
 from edgeasr.paths import TRAIN_METRICS, TRAINED_MODEL
 
-OUT = TRAINED_MODEL
-
 
 def main(argv: list) -> None:
     params = load_stage_params("train", argv)
     t = params.model.train
     cfg = dataclass_from(TrainConfig, t, "model.train", TRAIN_SECTION_EXTRAS) if t.enabled else None
-    fresh_dir(OUT)
+    fresh_dir(TRAINED_MODEL)
     if cfg is None:
-        (OUT / "README.txt").write_text(f"Nothing trained: model={params.model.name} is read from model.dir.\n")
+        (TRAINED_MODEL / "README.txt").write_text(f"Nothing trained: model={params.model.name} is read from model.dir.\n")
         write_json(TRAIN_METRICS, {"trained": False})
         return
-    report = train(to_dict(t.architecture), cfg, Path(params.data.train_list), Path(params.data.units), OUT)
+    report = train(to_dict(t.architecture), cfg, Path(params.data.train_list), Path(params.data.units), TRAINED_MODEL)
     write_json(TRAIN_METRICS, {"trained": True, **report})
 
 
