@@ -116,3 +116,18 @@ def test_benchmark_table_relates_each_row_to_the_bound():
     assert lines[1] == "physical bound: 0.5 GFLOP per second of audio / 100.0 GFLOP/s GEMM = RTF 0.00500"
     assert lines[4] == "| a | 0.02000 | 12.50 | 4.0 | 3.6 |  |"
     assert lines[5] == "| b | nan | — | nan | 0.0 | not built |"
+
+
+def test_cer_by_chunk_counts_errors_and_a_whole_utterance_chunk_is_full_context(setup):
+    """The references are what the model decodes at chunk 4 / 2 left, so that row scores 0; a chunk
+    longer than every utterance (full history) decodes exactly as full context."""
+    from edgeasr.evaluate.by_chunk import chunk_rows, format_table
+
+    model, prepared, id_to_token, _ = setup
+    rows = chunk_rows(TorchBackend(model), prepared, [4, 64, -1], 2, id_to_token)
+    by_chunk = {r["chunk"]: r for r in rows}
+    assert by_chunk[4]["cer"] == 0.0 and by_chunk[4]["chunk_ms"] == 4 * 8 * 10
+    assert by_chunk[64]["cer"] == by_chunk["full"]["cer"] and by_chunk["full"]["chunk_ms"] is None
+    assert len(format_table(rows).splitlines()) == 1 + len(rows)
+    silent = chunk_rows(Silent(model), prepared, [4], 2, id_to_token)[0]  # every reference token deleted
+    assert (silent["cer"], silent["sub"], silent["del"], silent["ins"]) == (100.0, 0.0, 100.0, 0.0)

@@ -1,0 +1,85 @@
+"""CER of a checkpoint by chunk size: how much look-ahead the model needs (a table, no pipeline).
+
+    python -m edgeasr.evaluate.by_chunk models/demo data/demo/test/data.list \
+        [--chunks 2,4,8,16,32,-1] [--left -1] [--max-utts 150]
+
+The PyTorch model streams each utterance chunk by chunk with its caches (WeNet's
+forward_chunk_by_chunk; -1 = full context), CTC greedy. Prints, per chunk size, the audio one chunk
+covers, CER with substitutions / deletions / insertions per 100 reference characters, and the
+real-time factor at one thread. The streaming gap of the demo model (docs/training.md) is measured
+with it; `dvc exp run --queue` sweeps every artifact, this looks at one checkpoint in a minute.
+"""
+
+import argparse
+import time
+from pathlib import Path
+from typing import List, Sequence
+
+import torch
+from tqdm import tqdm
+
+from ..cli import run_stage
+from ..decode import DecodeOptions, TorchBackend, recognize
+from ..frontend.dataset import PreparedUtterance, load_utterances
+from ..frontend.fbank import FRAME_SHIFT_MS
+from ..frontend.tokens import detokenize, id_to_token
+from ..model import load_model
+from ..model.subsampling import min_input_frames
+from .cer import score
+
+GREEDY = ("ctc_greedy",)
+
+
+def chunk_rows(backend: TorchBackend, prepared: Sequence[PreparedUtterance], chunks: Sequence[int],
+               num_left_chunks: int, tokens: dict) -> List[dict]:
+    """One row per chunk size: chunk, chunk_ms, cer, sub / del / ins per 100 reference tokens, rtf."""
+    audio = sum(p.seconds for p in prepared)
+    rows = []
+    for chunk in chunks:
+        opts = DecodeOptions(chunk, num_left_chunks if chunk > 0 else -1, modes=GREEDY)
+        start, pairs = time.perf_counter(), []
+        for p in tqdm(prepared, desc=f"chunk {chunk}", unit="utt"):
+            pairs.append((p.utt.txt, detokenize(recognize(backend, p.feats, opts).hyps["ctc_greedy"], tokens)))
+        seconds = time.perf_counter() - start
+        counts = score(pairs)
+        per_100 = 100.0 / max(counts.reference_tokens, 1)
+        rows.append({
+            "chunk": chunk if chunk > 0 else "full",
+            "chunk_ms": int(chunk * backend.geometry.subsampling_rate * FRAME_SHIFT_MS) if chunk > 0 else None,
+            "cer": round(counts.cer, 2),
+            "sub": round(counts.substitutions * per_100, 1),
+            "del": round(counts.deletions * per_100, 1),
+            "ins": round(counts.insertions * per_100, 1),
+            "rtf": round(seconds / max(audio, 1e-9), 4),
+        })
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    header = f"{'chunk':>6} {'audio ms':>9} {'CER %':>7} {'sub':>6} {'del':>6} {'ins':>6} {'RTF':>7}"
+    lines = [header] + [
+        f"{r['chunk']:>6} {r['chunk_ms'] if r['chunk_ms'] is not None else '-':>9} {r['cer']:>7.2f} "
+        f"{r['sub']:>6.1f} {r['del']:>6.1f} {r['ins']:>6.1f} {r['rtf']:>7.4f}" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("data_list", type=Path)
+    parser.add_argument("--chunks", default="2,4,8,16,32,-1", help="encoder frames per chunk; -1 = full context")
+    parser.add_argument("--left", type=int, default=-1, help="left chunks of history; -1 = unlimited")
+    parser.add_argument("--max-utts", type=int, default=150, help="first N utterances of the list; 0 = all")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    model, _, symbols = load_model(args.model_dir)
+    backend = TorchBackend(model)
+    prepared = load_utterances(args.data_list, args.max_utts, min_input_frames(backend.geometry.right_context),
+                               symbols).utterances
+    chunks = [int(c) for c in args.chunks.split(",")]
+    print(f"{args.model_dir} on {len(prepared)} utterances of {args.data_list}, CTC greedy, left chunks {args.left}")
+    print(format_table(chunk_rows(backend, prepared, chunks, args.left, id_to_token(symbols))))
+
+
+if __name__ == "__main__":
+    run_stage(main)
