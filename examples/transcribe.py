@@ -9,6 +9,7 @@ import time
 from edgeasr.decode import DecodeOptions, TorchBackend, recognize
 from edgeasr.errors import EdgeAsrError
 from edgeasr.frontend import SAMPLE_RATE, compute_fbank, read_audio
+from edgeasr.frontend.tokens import detokenize, id_to_token
 from edgeasr.model import load_model
 
 
@@ -20,9 +21,9 @@ def main(model_dir: str, wav: str) -> None:
     opts = DecodeOptions(chunk_size=8, num_left_chunks=16, reverse_weight=0.3)  # streaming, 8-frame chunks
     hyps = recognize(TorchBackend(model, reverse_weight=0.3), feats, opts).hyps
     elapsed = time.perf_counter() - start
-    id_to_token = {i: t for t, i in symbols.items()}
+    tokens = id_to_token(symbols)
     for mode, ids in hyps.items():
-        print(f"{mode:20s} {''.join(id_to_token[i] for i in ids)}")
+        print(f"{mode:20s} {detokenize(ids, tokens)}")
     print(f"real-time factor {elapsed / (len(samples) / SAMPLE_RATE):.4f} (all three modes, front end included)")
 
 
