@@ -6,51 +6,48 @@
 The PyTorch model streams each utterance chunk by chunk with its caches (WeNet's
 forward_chunk_by_chunk; -1 = full context), CTC greedy. Prints, per chunk size, the audio one chunk
 covers, CER with substitutions / deletions / insertions per 100 reference characters, and the
-real-time factor at one thread. The streaming gap of the demo model (docs/training.md) is measured
+real-time factor at one thread (feature extraction included, as in the eval stages). The streaming gap of the demo model (docs/training.md) is measured
 with it; `dvc exp run --queue` sweeps every artifact, this looks at one checkpoint in a minute.
 """
 
 import argparse
-import time
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Mapping, Sequence
 
 import torch
-from tqdm import tqdm
 
 from ..cli import run_stage
-from ..decode import DecodeOptions, TorchBackend, recognize
+from ..decode import Backend, DecodeOptions, TorchBackend
 from ..frontend.dataset import PreparedUtterance, load_utterances
-from ..frontend.fbank import FRAME_SHIFT_MS
-from ..frontend.tokens import detokenize, id_to_token
+from ..frontend.tokens import id_to_token
 from ..model import load_model
 from ..model.subsampling import min_input_frames
-from .cer import score
+from .runner import evaluate_set
 
 GREEDY = ("ctc_greedy",)
 
 
-def chunk_rows(backend: TorchBackend, prepared: Sequence[PreparedUtterance], chunks: Sequence[int],
-               num_left_chunks: int, tokens: dict) -> List[dict]:
-    """One row per chunk size: chunk, chunk_ms, cer, sub / del / ins per 100 reference tokens, rtf."""
-    audio = sum(p.seconds for p in prepared)
+def chunk_rows(backend: Backend, prepared: Sequence[PreparedUtterance], chunks: Sequence[int],
+               num_left_chunks: int, tokens: Mapping[int, str]) -> List[dict]:
+    """One row per chunk size (-1 = full context): chunk, chunk_ms, cer, sub / del / ins per 100
+    reference tokens, rtf; decoded and scored by the eval stages' evaluate_set."""
+    names = {chunk: f"chunk {chunk}" if chunk > 0 else "full" for chunk in chunks}
+    contexts = {names[chunk]: DecodeOptions(chunk, num_left_chunks if chunk > 0 else -1, modes=GREEDY)
+                for chunk in chunks}
+    result, _, _ = evaluate_set(backend, list(prepared), contexts, tokens)
     rows = []
     for chunk in chunks:
-        opts = DecodeOptions(chunk, num_left_chunks if chunk > 0 else -1, modes=GREEDY)
-        start, pairs = time.perf_counter(), []
-        for p in tqdm(prepared, desc=f"chunk {chunk}", unit="utt"):
-            pairs.append((p.utt.txt, detokenize(recognize(backend, p.feats, opts).hyps["ctc_greedy"], tokens)))
-        seconds = time.perf_counter() - start
-        counts = score(pairs)
-        per_100 = 100.0 / max(counts.reference_tokens, 1)
+        context = result[names[chunk]]
+        counts = context[GREEDY[0]]
+        per_100 = 100.0 / max(counts["reference_tokens"], 1)
         rows.append({
             "chunk": chunk if chunk > 0 else "full",
-            "chunk_ms": int(chunk * backend.geometry.subsampling_rate * FRAME_SHIFT_MS) if chunk > 0 else None,
-            "cer": round(counts.cer, 2),
-            "sub": round(counts.substitutions * per_100, 1),
-            "del": round(counts.deletions * per_100, 1),
-            "ins": round(counts.insertions * per_100, 1),
-            "rtf": round(seconds / max(audio, 1e-9), 4),
+            "chunk_ms": context.get("chunk_audio_ms"),
+            "cer": round(counts["cer"], 2),
+            "sub": round(counts["substitutions"] * per_100, 1),
+            "del": round(counts["deletions"] * per_100, 1),
+            "ins": round(counts["insertions"] * per_100, 1),
+            "rtf": round(context["rtf"], 4),
         })
     return rows
 

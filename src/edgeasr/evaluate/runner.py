@@ -14,11 +14,12 @@ import numpy as np
 from tqdm import tqdm
 
 from ..decode import Backend, DecodeOptions, chunk_windows, recognize
+from ..frontend.dataset import PreparedUtterance, load_utterances
 from ..frontend.fbank import FRAME_SHIFT_MS
 from ..frontend.tokens import detokenize, id_to_token
-from ..frontend.dataset import PreparedUtterance, load_utterances
 from ..model.subsampling import min_input_frames
 from .cer import score
+
 
 def chunk_latency(backend: Backend, prepared: Sequence[PreparedUtterance], chunk_size: int,
                   decode_time: float) -> Dict[str, float]:
