@@ -91,7 +91,7 @@ def colored_noise(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
 
 def render(speaker: Speaker, text: str, voice: Voice, cfg: CorpusConfig, rng: np.random.Generator) -> np.ndarray:
     """One utterance at 16 kHz: speak, trim, resample, noise floor, maybe noise, random gain."""
-    audio = resample(speaker.say(text, voice), speaker.sample_rate)
+    audio = resample(speaker.say(text, voice, seed=int(rng.integers(2**31))), speaker.sample_rate)
     audio = trim_silence(audio.astype(np.float64))
     lead = np.zeros(int(rng.uniform(0.05, 0.3) * SAMPLE_RATE))
     tail = np.zeros(int(rng.uniform(0.05, 0.3) * SAMPLE_RATE))
