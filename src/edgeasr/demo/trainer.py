@@ -205,25 +205,15 @@ def enter_phase(model: torch.nn.Module, phase: str) -> None:
             param.requires_grad_(False)
 
 
-def train(
-    architecture: Dict[str, Any], cfg: TrainConfig, train_list: Path, units: Path, out_dir: Path
-) -> Dict[str, Any]:
-    """Train and write a WeNet model directory to out_dir; returns a small training report."""
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    rng = random.Random(cfg.seed)
-    symbols = read_symbol_table(units)
-    feats, texts = extract_features(train_list, architecture["encoder_conf"].get("input_layer", "conv2d"), symbols)
-    labels = [tokenize(t, symbols) for t in texts]
-    keep = [i for i, y in enumerate(labels) if y]
-    if not keep:
-        raise EdgeAsrError(f"{train_list}: no utterance has a transcript")
-
+def start_model_dir(architecture: Dict[str, Any], cfg: TrainConfig, symbols: Dict[str, int],
+                    feats: List[np.ndarray], units: Path, out_dir: Path) -> torch.nn.Module:
+    """Write global_cmvn, units.txt and train.yaml to out_dir; the model they describe, with
+    `cfg.init_from`'s weights when set (its CMVN too: those weights saw features normalized by it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     init, _, init_symbols = load_model(Path(cfg.init_from)) if cfg.init_from else (None, None, None)
     if init is not None and init_symbols != symbols:
         raise EdgeAsrError(f"model.train.init_from={cfg.init_from}: its units.txt differs from {units}")
-    if init is not None:  # its CMVN: the weights were trained on features normalized by it
+    if init is not None:
         (out_dir / "global_cmvn").write_text((Path(cfg.init_from) / "global_cmvn").read_text())
     else:
         (out_dir / "global_cmvn").write_text(json.dumps(cmvn_stats_json(feats)))
@@ -236,23 +226,22 @@ def train(
             model.load_state_dict(init.state_dict())
         except RuntimeError as exc:
             raise EdgeAsrError(f"model.train.init_from={cfg.init_from}: not this architecture ({str(exc).splitlines()[0]})")
+    return model
 
-    # NOTE: MoE layers train in their dense form (every expert runs, the top-k gate weights them):
-    # the same function and gradients as routing, 2.5-3x faster per step on CPU at demo size, where
-    # routing's gathers and scatters cost more than the extra experts' matmuls.
-    moe_layers = [m for m in model.modules() if isinstance(m, MoEFFNLayer)]
-    for layer in moe_layers:
-        layer.dense = True
+
+def run_phases(model: torch.nn.Module, cfg: TrainConfig, feats: List[np.ndarray], labels: List[List[int]],
+               keep: List[int], rng: random.Random) -> Dict[str, Any]:
+    """Train `model` in place through `phase_plan`, each phase on its own wall-clock budget; returns
+    steps (total and per phase), skipped steps, epochs and the last losses."""
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr)
     lengths = [feats[i].shape[0] for i in keep]
     step, epoch, skipped, start = 0, 0, 0, time.monotonic()
     losses: List[float] = []
     model.train()
     use_bf16 = cfg.bf16 and bf16_usable(cfg.threads)
-    plan = phase_plan(cfg, model.decoder is not None)
     phase_steps: Dict[str, int] = {}
     bar = tqdm(total=int(cfg.time_budget_s), desc="train", unit="s")
-    for phase, budget in plan:
+    for phase, budget in phase_plan(cfg, model.decoder is not None):
         enter_phase(model, phase)
         phase_start, phase_step, phase_epoch = time.monotonic(), 0, 0
         while phase_epoch < cfg.max_epochs and time.monotonic() - phase_start < budget:
@@ -275,10 +264,7 @@ def train(
             epoch, phase_epoch = epoch + 1, phase_epoch + 1
         phase_steps[phase] = phase_step
     bar.close()
-    for layer in moe_layers:
-        layer.dense = False
     model.eval()
-    torch.save(model.state_dict(), out_dir / "final.pt")
     return {
         "train_seconds": round(time.monotonic() - start, 1),
         "steps": step,
@@ -286,11 +272,36 @@ def train(
         "skipped_steps": skipped,  # non-finite loss or gradient (see train_step)
         "epochs": epoch,
         "final_loss": round(float(np.mean(losses[-50:])), 4) if losses else None,
-        "utterances": len(keep),
-        "parameters": sum(p.numel() for p in model.parameters()),
         "bf16": use_bf16,
     }
 
+
+def train(
+    architecture: Dict[str, Any], cfg: TrainConfig, train_list: Path, units: Path, out_dir: Path
+) -> Dict[str, Any]:
+    """Train and write a WeNet model directory to out_dir; returns a small training report."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    symbols = read_symbol_table(units)
+    feats, texts = extract_features(train_list, architecture["encoder_conf"].get("input_layer", "conv2d"), symbols)
+    labels = [tokenize(t, symbols) for t in texts]
+    keep = [i for i, y in enumerate(labels) if y]
+    if not keep:
+        raise EdgeAsrError(f"{train_list}: no utterance has a transcript")
+    model = start_model_dir(architecture, cfg, symbols, feats, units, out_dir)
+
+    # NOTE: MoE layers train in their dense form (every expert runs, the top-k gate weights them):
+    # the same function and gradients as routing, 2.5-3x faster per step on CPU at demo size, where
+    # routing's gathers and scatters cost more than the extra experts' matmuls.
+    moe_layers = [m for m in model.modules() if isinstance(m, MoEFFNLayer)]
+    for layer in moe_layers:
+        layer.dense = True
+    report = run_phases(model, cfg, feats, labels, keep, rng)
+    for layer in moe_layers:
+        layer.dense = False
+    torch.save(model.state_dict(), out_dir / "final.pt")
+    return {**report, "utterances": len(keep), "parameters": sum(p.numel() for p in model.parameters())}
 
 def make_train_yaml(architecture: Dict[str, Any], symbols: Dict[str, int], input_dim: int) -> Dict[str, Any]:
     """WeNet's current train.yaml layout around the architecture sections from conf/model/."""
