@@ -6,7 +6,6 @@ import hashlib
 
 import numpy as np
 import pytest
-
 from omegaconf import OmegaConf
 
 from edgeasr.demo.corpus import SPLITS, CorpusConfig, build_corpus, plan_corpus
@@ -55,7 +54,6 @@ def test_parallel_build_writes_the_bytes_of_a_serial_one(tmp_path):
         digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "wavs").iterdir())})
         assert (out / "train" / "data.list").is_file() and not (out / "test").exists()
     assert digests[0] == digests[1] and len(digests[0]) == 43
-
 
 
 @pytest.mark.parametrize("variant", ["m1", "Reed"])  # m1: formant synthesis; Reed: a Klatt voice (C rand())

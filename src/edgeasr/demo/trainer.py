@@ -303,6 +303,7 @@ def train(
     torch.save(model.state_dict(), out_dir / "final.pt")
     return {**report, "utterances": len(keep), "parameters": sum(p.numel() for p in model.parameters())}
 
+
 def make_train_yaml(architecture: Dict[str, Any], symbols: Dict[str, int], input_dim: int) -> Dict[str, Any]:
     """WeNet's current train.yaml layout around the architecture sections from conf/model/."""
     sos_eos = symbols["<sos/eos>"]

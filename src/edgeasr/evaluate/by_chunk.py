@@ -6,8 +6,9 @@
 The PyTorch model streams each utterance chunk by chunk with its caches (WeNet's
 forward_chunk_by_chunk; -1 = full context), CTC greedy. Prints, per chunk size, the audio one chunk
 covers, CER with substitutions / deletions / insertions per 100 reference characters, and the
-real-time factor at one thread (feature extraction included, as in the eval stages). The streaming gap of the demo model (docs/training.md) is measured
-with it; `dvc exp run --queue` sweeps every artifact, this looks at one checkpoint in a minute.
+real-time factor at one thread (feature extraction included, as in the eval stages). The streaming
+gap of the demo model (docs/training.md) is measured with it; `dvc exp run --queue` sweeps every
+artifact, this looks at one checkpoint in a minute.
 """
 
 import argparse
