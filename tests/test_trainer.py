@@ -141,3 +141,24 @@ def test_init_from_starts_from_the_checkpoint_or_names_the_mismatch(tmp_path):
     other = {**architecture, "encoder_conf": {**architecture["encoder_conf"], "num_blocks": 3}}
     with pytest.raises(EdgeAsrError, match=r"model\.train\.init_from=.*start: not this architecture"):
         train(other, cfg, tmp_path / "train.list", tmp_path / "start" / "units.txt", tmp_path / "out2")
+
+
+def test_a_dense_init_under_moe_is_upcycled_to_the_same_function(tmp_path):
+    """Every expert starts as the dense FFN, so the MoE model computes what the dense one does."""
+    start = write_model_dir(tmp_path / "start", ARCH, feat_dim=80)
+    rng = np.random.default_rng(0)
+    soundfile.write(tmp_path / "0.wav", rng.normal(0, 0.1, 16000).astype(np.float32), 16000)
+    (tmp_path / "train.list").write_text(json.dumps({"key": "0", "wav": str(tmp_path / "0.wav"), "txt": "\u4e00"}) + "\n")
+    dense = {k: v for k, v in train_yaml(ARCH, 80).items() if k in ARCHITECTURES[ARCH]}
+    moe = {**dense, "encoder_conf": {**dense["encoder_conf"], "mlp_type": "moe", "n_expert": 3, "n_expert_activated": 2}}
+    cfg = replace(config(1.0), time_budget_s=0, init_from=str(tmp_path / "start"))
+    train(moe, cfg, tmp_path / "train.list", tmp_path / "start" / "units.txt", tmp_path / "out")
+    upcycled, _, _ = load_model(tmp_path / "out")
+    state = upcycled.state_dict()
+    dense_w1 = start.state_dict()["encoder.encoders.0.feed_forward.w_1.weight"]
+    assert all(torch.equal(state[f"encoder.encoders.0.feed_forward.experts.{j}.w_1.weight"], dense_w1) for j in range(3))
+    xs = torch.randn(1, 90, 80, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = start.encoder(xs, torch.tensor([90]), decoding_chunk_size=4)[0]
+        got = upcycled.encoder(xs, torch.tensor([90]), decoding_chunk_size=4)[0]
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

@@ -61,7 +61,8 @@ class TrainConfig:
     max_chunk: int  # largest training chunk in encoder frames (WeNet's dynamic chunk: 25)
     decoder_only_share: float  # last share of the budget that trains only the decoder (0 = hybrid loss)
     frozen_norm_share: float  # share before the decoder phase: CTC with BatchNorm statistics frozen
-    init_from: Optional[str]  # a model directory whose weights and CMVN start training (None: random)
+    init_from: Optional[str]  # a model directory whose weights and CMVN start training (None: random);
+    # a dense model's FFNs seed every expert of an MoE architecture (upcycled_state)
 
 
 def training_chunk(cfg: TrainConfig, rng: random.Random) -> int:
@@ -208,7 +209,8 @@ def enter_phase(model: torch.nn.Module, phase: str) -> None:
 def start_model_dir(architecture: Dict[str, Any], cfg: TrainConfig, symbols: Dict[str, int],
                     feats: List[np.ndarray], units: Path, out_dir: Path) -> torch.nn.Module:
     """Write global_cmvn, units.txt and train.yaml to out_dir; the model they describe, with
-    `cfg.init_from`'s weights when set (its CMVN too: those weights saw features normalized by it)."""
+    `cfg.init_from`'s weights when set (its CMVN too: those weights saw features normalized by it);
+    a dense `init_from` under an MoE architecture is upcycled (`upcycled_state`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     init, _, init_symbols = load_model(Path(cfg.init_from)) if cfg.init_from else (None, None, None)
     if init is not None and init_symbols != symbols:
@@ -222,11 +224,39 @@ def start_model_dir(architecture: Dict[str, Any], cfg: TrainConfig, symbols: Dic
     (out_dir / "train.yaml").write_text(yaml.safe_dump(train_yaml, allow_unicode=True, sort_keys=False))
     model = build_model(ModelSpec(train_yaml, len(symbols)), load_cmvn(out_dir / "global_cmvn", True))
     if init is not None:
+        state = upcycled_state(init.state_dict(), model.state_dict())
         try:
-            model.load_state_dict(init.state_dict())
+            model.load_state_dict(state)
         except RuntimeError as exc:
             raise EdgeAsrError(f"model.train.init_from={cfg.init_from}: not this architecture ({str(exc).splitlines()[0]})")
     return model
+
+
+def upcycled_state(init_state: Dict[str, torch.Tensor], model_state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """`init_state` as the start of `model_state`'s model. Where the model has an MoE FFN and the
+    init model a dense FFN in its place (sparse upcycling, Komatsuzaki et al. 2022), every expert
+    starts as a copy of that FFN (`X.experts.{j}.w_1.weight` <- `X.w_1.weight`) and the gate
+    `X.gate.weight` keeps the model's random init. Other keys are taken as they are; keys that match
+    nothing stay in, so a strict `load_state_dict` names them.
+
+    NOTE: the gate's top-k weights are a softmax over the k selected logits (they sum to 1), so the
+    upcycled model computes exactly what the dense one does; the experts drift apart as soon as the
+    random gate sends them different tokens, and the gate learns once they differ."""
+    state, copied, upcycled_layers = dict(init_state), set(), set()
+    for key in model_state:
+        if key in init_state or ".experts." not in key:
+            continue
+        layer, rest = key.split(".experts.", 1)
+        dense_key = f"{layer}.{rest.split('.', 1)[1]}"  # drop the expert index
+        if dense_key in init_state:
+            state[key] = init_state[dense_key].clone()
+            copied.add(dense_key)
+            upcycled_layers.add(layer)
+    for key in copied:
+        del state[key]
+    for layer in upcycled_layers:
+        state[f"{layer}.gate.weight"] = model_state[f"{layer}.gate.weight"]
+    return state
 
 
 def run_phases(model: torch.nn.Module, cfg: TrainConfig, feats: List[np.ndarray], labels: List[List[int]],
