@@ -1,8 +1,9 @@
-"""synth: the demo speech corpus (wavs, data.lists, units.txt) under data/demo."""
+"""synth: the demo speech corpus (wavs, data.lists, units.txt) under data/demo; its train split only
+when the pipeline trains (model.train.enabled), else only what is evaluated, calibrated and studied."""
 
 
 from edgeasr.cli import fresh_dir, run_stage
-from edgeasr.demo.corpus import CorpusConfig, build_corpus
+from edgeasr.demo.corpus import SPLITS, CorpusConfig, build_corpus
 from edgeasr.params import dataclass_from, load_stage_params
 from edgeasr.paths import DEMO_CORPUS
 
@@ -16,7 +17,9 @@ def main(argv: list) -> None:
         (out / "README.txt").write_text(f"Nothing synthesized: data={params.data.name} uses its own lists.\n")
         return
     cfg = dataclass_from(CorpusConfig, params.data.synth, "data.synth", ("enabled",))
-    print(build_corpus(cfg, out))
+    # Each utterance is seeded by (seed, split, index): the other splits are the same bytes either way.
+    splits = SPLITS if params.model.train.enabled else tuple(s for s in SPLITS if s != "train")
+    print(build_corpus(cfg, out, splits))
 
 
 if __name__ == "__main__":

@@ -160,6 +160,34 @@ def test_kl_really_uses_its_histogram(setup):
     assert clipped
 
 
+def test_entropy_thresholds_are_onnxruntimes(setup):
+    """The array search picks onnxruntime's own KL threshold on every tensor, histograms grown
+    by merges included (heavy tails, sparse bins, few values, a constant tensor)."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from edgeasr.bpu.entropy_threshold import entropy_thresholds
+    from edgeasr.bpu.ranges import KL_NUM_BINS, KL_QUANTIZED_BINS
+
+    rng = np.random.default_rng(0)
+    collector = HistogramCollector("entropy", True, KL_NUM_BINS, KL_QUANTIZED_BINS, 0.0, "same")
+    for batch in range(3):  # later batches with wider ranges grow the histograms
+        scale = 1.0 + batch
+        collector.collect({
+            "normal": rng.normal(0, scale, 5000).astype(np.float32),
+            "heavy": (rng.standard_t(2, 5000) * scale).astype(np.float32),
+            "relu": np.maximum(rng.normal(0.5, scale, 5000), 0).astype(np.float32),
+            "sparse": (rng.normal(0, 1, 5000) * (rng.random(5000) < 0.02) * scale).astype(np.float32),
+            "constant": np.full(100, 0.25, dtype=np.float32),
+            **{f"few{k}": rng.laplace(0, scale, 150 + 40 * k).astype(np.float32) for k in range(8)},
+        })
+    ours = entropy_thresholds(collector.histogram_dict, KL_QUANTIZED_BINS)
+    assert {h[0].size for h in collector.histogram_dict.values()} != {KL_NUM_BINS}
+    for name, histogram in collector.histogram_dict.items():
+        low, high = collector.get_entropy_threshold(histogram, KL_QUANTIZED_BINS)
+        assert (ours[name][0], ours[name][1]) == (low, high), name
+    assert float(ours["heavy"][1]) < 0.5 * float(collector.histogram_dict["heavy"][3])  # it clips
+
+
 def test_emulated_compile_reports_nodes_and_keeps_run_on_cpu_float(setup, tmp_path):
     root, paths, _ = setup
     configs(setup, tmp_path, [{"op": "Conv", "scope": r"^/embed/conv/conv\.0/"}])

@@ -3,6 +3,10 @@ number of worker processes and whatever was synthesized before."""
 
 import dataclasses
 import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +14,7 @@ from omegaconf import OmegaConf
 
 from edgeasr.demo.corpus import SPLITS, CorpusConfig, build_corpus, plan_corpus
 from edgeasr.demo.tts import Speaker, Voice
-from edgeasr.params import dataclass_from
+from edgeasr.params import compose, dataclass_from
 
 DEFAULT = dataclass_from(CorpusConfig, OmegaConf.load("conf/data/demo.yaml").synth, "data.synth", ("enabled",))
 
@@ -66,3 +70,27 @@ def test_an_utterance_has_the_same_samples_whatever_was_said_before(variant):
     speaker.say("打开客厅的灯", Voice("f3", 200, 70, 30), seed=1)
     again = [speaker.say(sentence, voice, seed=7) for _ in range(2)]
     assert all(np.array_equal(first, x) for x in again), [len(first)] + [len(x) for x in again]
+
+
+def test_the_synth_stage_writes_the_train_split_only_for_a_pipeline_that_trains(tmp_path):
+    """A shipped model needs only what is evaluated, calibrated and studied; the other splits are the
+    same bytes either way."""
+    root = Path(__file__).resolve().parents[1]
+    corpora = {}
+    for train_enabled in ("false", "true"):
+        project = tmp_path / train_enabled
+        project.mkdir()
+        shutil.copy(root / "dvc.yaml", project)
+        compose(project / "params.yaml", ["experiment=tiny", f"model.train.enabled={train_enabled}"], root / "conf")
+        subprocess.run([sys.executable, str(root / "stages" / "synth.py")], cwd=project, check=True,
+                       capture_output=True)
+        corpora[train_enabled] = project / "data" / "demo"
+    assert [(c / "train" / "data.list").is_file() for c in corpora.values()] == [False, True]
+    for split in (s for s in SPLITS if s != "train"):
+        lines = [(c / split / "data.list").read_text().replace(str(c), "") for c in corpora.values()]
+        assert lines[0] == lines[1] != ""
+    wavs = [sorted(p.name for p in (c / "wavs").iterdir()) for c in corpora.values()]
+    assert set(wavs[0]) < set(wavs[1])
+    assert all((corpora["false"] / "wavs" / w).read_bytes() == (corpora["true"] / "wavs" / w).read_bytes()
+               for w in wavs[0])
+    assert (corpora["false"] / "units.txt").read_text() == (corpora["true"] / "units.txt").read_text()
