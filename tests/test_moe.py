@@ -61,3 +61,26 @@ def test_single_token_and_top1():
     with torch.no_grad():
         assert (layer(xs) - reference_moe(layer, xs)).abs().max() < 1e-5
         assert (layer.forward_dense(xs) - layer(xs)).abs().max() < 1e-5
+
+
+def test_routing_diagnostic_tells_copied_experts_from_specialised_ones():
+    """moe_routing: distance 0 and no effect of random routing for copies of one expert; both large
+    for independent experts; the gate's top-k counted per expert; the hooks gone afterwards."""
+    from edgeasr.evaluate.moe_routing import expert_distance, gate_load, random_routing
+
+    independent, copies = make_layer(0), make_layer(1)
+    for expert in copies.experts[1:]:
+        expert.load_state_dict(copies.experts[0].state_dict())
+    xs = torch.randn(2, 9, 8, generator=torch.Generator().manual_seed(2))
+    assert expert_distance(independent) > 1.0 and expert_distance(copies) == 0.0
+    with torch.no_grad():
+        routed = {"independent": independent(xs), "copies": copies(xs)}
+        with gate_load({"independent": independent}) as counts:
+            independent(xs)
+        with random_routing({"independent": independent, "copies": copies}):
+            drawn = {"independent": independent(xs), "copies": copies(xs)}
+        assert (drawn["copies"] - routed["copies"]).abs().max() < 1e-6
+        assert (drawn["independent"] - routed["independent"]).abs().max() > 1e-2
+        assert torch.equal(independent(xs), routed["independent"])  # hooks removed
+        top = torch.topk(independent.gate(xs.reshape(-1, 8)), 2).indices.flatten()
+    assert counts["independent"].tolist() == torch.bincount(top, minlength=4).tolist()
