@@ -205,6 +205,21 @@ def test_emulated_compile_reports_nodes_and_keeps_run_on_cpu_float(setup, tmp_pa
     assert len(worst_nodes(enc["nodes"])) == 10
 
 
+def test_per_channel_emulation_runs_on_the_opset_11_graphs(setup, tmp_path):
+    """Per-channel weight scales need opset 13's DequantizeLinear axis: the emulation's copy of the
+    opset-11 X3 graphs is converted, and each quantized conv weight gets one scale per output channel."""
+    root, _, _ = setup
+    configs(setup, tmp_path, [])
+    report = run_compile(tmp_path, root / "cal", tmp_path / "out", CalibrationSettings("max", 1.0, True))
+    assert all(0.0 < r["cosine"] <= 1.000001 for r in report["encoder"]["nodes"])
+    quant = onnx.load(str(tmp_path / "out" / "encoder" / "encoder_quantized_model.onnx"))
+    scales = {i.name: i for i in quant.graph.initializer}
+    conv2 = next(n for n in quant.graph.node if n.name == "/embed/conv/conv.2/Conv")
+    weight_dq = next(n for n in quant.graph.node if n.output[0] == conv2.input[1])
+    assert weight_dq.op_type == "DequantizeLinear" and any(a.name == "axis" for a in weight_dq.attribute)
+    assert len(onnx.numpy_helper.to_array(scales[weight_dq.input[1]])) > 1
+
+
 FAKE_HB_MAPPER = textwrap.dedent('''\
     #!{python}
     """A stand-in for Horizon's hb_mapper: checks its arguments and writes what makertbin writes."""

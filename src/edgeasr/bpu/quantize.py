@@ -22,6 +22,8 @@ from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 from ..errors import EdgeAsrError
 from ..similarity import PooledCosine
 
+PER_AXIS_OPSET = 13  # the first opset whose DequantizeLinear takes an axis (per-channel scales)
+
 
 def write_qdq(model: Path, ranges: TensorsData, nodes: Sequence[str], per_channel: bool, out: Path) -> Path:
     """Static symmetric INT8 QDQ of `nodes` only, with ranges computed beforehand; every other node
@@ -30,7 +32,8 @@ def write_qdq(model: Path, ranges: TensorsData, nodes: Sequence[str], per_channe
     chosen = set(nodes)
     op_types = sorted({n.op_type for n in proto.graph.node if n.name in chosen})
     quantizer = QDQQuantizer(
-        load_model_with_shape_infer(model), per_channel, False, QuantType.QInt8, QuantType.QInt8, ranges,
+        per_channel_ready(load_model_with_shape_infer(model)) if per_channel else load_model_with_shape_infer(model),
+        per_channel, False, QuantType.QInt8, QuantType.QInt8, ranges,
         list(nodes), [], op_types,
         {"ActivationSymmetric": True, "WeightSymmetric": True, "ForceQuantizeNoInputCheck": True},
     )
@@ -38,6 +41,19 @@ def write_qdq(model: Path, ranges: TensorsData, nodes: Sequence[str], per_channe
     out.parent.mkdir(parents=True, exist_ok=True)
     quantizer.model.save_model_to_file(str(out))
     return out
+
+
+def per_channel_ready(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model at opset >= PER_AXIS_OPSET, converted by onnx's version converter if older.
+
+    NOTE: a per-channel weight scale is a DequantizeLinear with an `axis`, which ONNX has only from
+    opset 13; the X3 graphs are opset 11 (hb_mapper's input) and onnxruntime refuses the QDQ model
+    ("Unrecognized attribute: axis"). Only the emulation's copy is converted; node and tensor names
+    stay, so the same ranges and node lists apply."""
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset >= PER_AXIS_OPSET:
+        return model
+    return onnx.shape_inference.infer_shapes(onnx.version_converter.convert_version(model, PER_AXIS_OPSET))
 
 
 def node_op_types(model: Path, nodes: Sequence[str]) -> List[str]:
