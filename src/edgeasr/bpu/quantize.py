@@ -31,9 +31,9 @@ def write_qdq(model: Path, ranges: TensorsData, nodes: Sequence[str], per_channe
     proto = onnx.load(str(model))
     chosen = set(nodes)
     op_types = sorted({n.op_type for n in proto.graph.node if n.name in chosen})
+    loaded = load_model_with_shape_infer(model)
     quantizer = QDQQuantizer(
-        per_channel_ready(load_model_with_shape_infer(model)) if per_channel else load_model_with_shape_infer(model),
-        per_channel, False, QuantType.QInt8, QuantType.QInt8, ranges,
+        per_channel_ready(loaded) if per_channel else loaded, per_channel, False, QuantType.QInt8, QuantType.QInt8, ranges,
         list(nodes), [], op_types,
         {"ActivationSymmetric": True, "WeightSymmetric": True, "ForceQuantizeNoInputCheck": True},
     )

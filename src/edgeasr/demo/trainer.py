@@ -38,7 +38,7 @@ from ..frontend.fbank import wenet_dataset_conf
 from ..frontend.tokens import tokenize
 from ..model import ModelSpec, build_model, load_model
 from ..model.asr_model import IGNORE_ID
-from ..model.ffn import MoEFFNLayer
+from ..model.ffn import moe_layers
 from ..model.subsampling import SUBSAMPLING_CLASSES, min_input_frames
 
 
@@ -249,7 +249,7 @@ def upcycled_state(init_state: Dict[str, torch.Tensor], model_state: Dict[str, t
         layer, rest = key.split(".experts.", 1)
         dense_key = f"{layer}.{rest.split('.', 1)[1]}"  # drop the expert index
         if dense_key in init_state:
-            state[key] = init_state[dense_key].clone()
+            state[key] = init_state[dense_key]  # load_state_dict copies into each expert
             copied.add(dense_key)
             upcycled_layers.add(layer)
     for key in copied:
@@ -324,11 +324,11 @@ def train(
     # NOTE: MoE layers train in their dense form (every expert runs, the top-k gate weights them):
     # the same function and gradients as routing, 2.5-3x faster per step on CPU at demo size, where
     # routing's gathers and scatters cost more than the extra experts' matmuls.
-    moe_layers = [m for m in model.modules() if isinstance(m, MoEFFNLayer)]
-    for layer in moe_layers:
+    dense_layers = list(moe_layers(model).values())
+    for layer in dense_layers:
         layer.dense = True
     report = run_phases(model, cfg, feats, labels, keep, rng)
-    for layer in moe_layers:
+    for layer in dense_layers:
         layer.dense = False
     torch.save(model.state_dict(), out_dir / "final.pt")
     return {**report, "utterances": len(keep), "parameters": sum(p.numel() for p in model.parameters())}

@@ -17,7 +17,7 @@ import argparse
 import contextlib
 import itertools
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,13 +27,9 @@ from ..decode import TorchBackend
 from ..frontend.dataset import load_utterances
 from ..frontend.tokens import id_to_token
 from ..model import load_model
-from ..model.ffn import MoEFFNLayer
+from ..model.ffn import MoEFFNLayer, moe_layers
 from ..model.subsampling import min_input_frames
 from .by_chunk import chunk_rows
-
-
-def moe_layers(model: torch.nn.Module) -> Dict[str, MoEFFNLayer]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, MoEFFNLayer)}
 
 
 def expert_distance(layer: MoEFFNLayer) -> float:
@@ -105,7 +101,7 @@ def main(argv: Sequence[str]) -> None:
                                symbols).utterances
     tokens = id_to_token(symbols)
     with gate_load(layers) as counts:
-        routed: List[dict] = chunk_rows(backend, prepared, [args.chunk], args.left, tokens)
+        routed = chunk_rows(backend, prepared, [args.chunk], args.left, tokens)
     with random_routing(layers):
         drawn = chunk_rows(backend, prepared, [args.chunk], args.left, tokens)
     print(f"{args.model_dir} on {len(prepared)} utterances of {args.data_list}, chunk {args.chunk}, "

@@ -9,14 +9,14 @@ from typing import Iterator, Tuple
 import torch
 
 from ..model.asr_model import ASRModel
-from ..model.ffn import MoEFFNLayer
+from ..model.ffn import moe_layers
 from ..model.mask import make_pad_mask
 
 
 @contextmanager
 def dense_moe(model: torch.nn.Module) -> Iterator[None]:
     """Run MoE layers in their dense form: routing has data-dependent shapes that a tracer bakes."""
-    layers = [m for m in model.modules() if isinstance(m, MoEFFNLayer)]
+    layers = list(moe_layers(model).values())
     for layer in layers:
         layer.dense = True
     try:

@@ -1,5 +1,7 @@
 """Position-wise feed-forward and its Mixture-of-Experts variant (WeNet's MoEFFNLayer)."""
 
+from typing import Dict
+
 import torch
 
 
@@ -75,3 +77,8 @@ class MoEFFNLayer(torch.nn.Module):
         for i, expert in enumerate(self.experts):
             out = out + weights[..., i : i + 1] * expert(xs)
         return out
+
+
+def moe_layers(model: torch.nn.Module) -> Dict[str, MoEFFNLayer]:
+    """Every MoE FFN of `model` by module name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, MoEFFNLayer)}
