@@ -7,7 +7,8 @@ sherpa-onnx does not read the chunk geometry from the model: `chunk_size` and `n
 must be passed to `from_wenet_ctc` and equal the exported ones (its defaults, 16 / 4, fail on every
 decode with a cache-shape error). They are in the model's metadata, read here. WeNet's front end
 needs `high_freq=0` (Nyquist) and `snip_edges=True`; sherpa-onnx's defaults differ, so the
-recognizer is rebuilt with them (edgeasr.evaluate.sherpa does the same).
+recognizer is rebuilt with them (edgeasr.frontend.fbank.sherpa_feature_settings, the settings of
+edgeasr's own front end, which edgeasr.evaluate.sherpa uses too).
 """
 
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 import onnx
 import sherpa_onnx
 import soundfile
+
+from edgeasr.frontend.fbank import sherpa_feature_settings
 
 
 def main() -> None:
@@ -37,9 +40,8 @@ def main() -> None:
         feature_dim=80,
     )
     config = recognizer.config
-    config.feat_config = sherpa_onnx.FeatureExtractorConfig(
-        sampling_rate=16000, feature_dim=80, low_freq=20.0, high_freq=0.0, dither=0.0, snip_edges=True
-    )
+    # {'sampling_rate': 16000, 'feature_dim': 80, 'low_freq': 20.0, 'high_freq': 0.0, 'dither': 0.0, 'snip_edges': True}
+    config.feat_config = sherpa_onnx.FeatureExtractorConfig(**sherpa_feature_settings())
     recognizer.recognizer = type(recognizer.recognizer)(config)
 
     samples, rate = soundfile.read(str(wav), dtype="float32")

@@ -19,7 +19,7 @@ def main(model_dir: str, wav: str) -> None:
     start = time.perf_counter()
     feats = compute_fbank(samples)  # (T, 80) Kaldi fbank, WeNet's settings
     opts = DecodeOptions(chunk_size=8, num_left_chunks=16, reverse_weight=0.3)  # streaming, 8-frame chunks
-    hyps = recognize(TorchBackend(model, reverse_weight=0.3), feats, opts).hyps
+    hyps = recognize(TorchBackend(model), feats, opts).hyps
     elapsed = time.perf_counter() - start
     tokens = id_to_token(symbols)
     for mode, ids in hyps.items():

@@ -2,7 +2,8 @@
 
 
 from edgeasr.artifact.metadata import read_metadata
-from edgeasr.bpu.calibration import CTC_DIR, ENCODER_DIR, calibration_folders
+from edgeasr.bpu.calibration import calibration_folders
+from edgeasr.bpu.export import x3_graphs
 from edgeasr.bpu.hb_config import build_config, write_config
 from edgeasr.bpu.placement import read_placement
 from edgeasr.bpu.run_on_cpu import resolve_run_on_cpu
@@ -14,13 +15,12 @@ from edgeasr.paths import BPU, BPU_CONFIG, CALIBRATION
 def main(argv: list) -> None:
     params = load_stage_params("bpu_config", argv)
     out = fresh_dir(BPU_CONFIG)
-    graphs = {"encoder": ENCODER_DIR, "ctc": CTC_DIR}
-    reports = {name: read_placement(BPU / f"{name}.onnx") for name in graphs}
+    graphs = x3_graphs(BPU)
+    reports = {name: read_placement(model) for name, model in graphs.items()}
     run_on_cpu = resolve_run_on_cpu(reports, to_dict(params.bpu.run_on_cpu), params.bpu.float_islands)
-    for name, cal_model in graphs.items():
-        model = BPU / f"{name}.onnx"
+    for name, model in graphs.items():
         meta = read_metadata(model)
-        folders = calibration_folders(CALIBRATION, cal_model, meta["input_name"].split(";"))
+        folders = calibration_folders(CALIBRATION, name, meta["input_name"].split(";"))
         config = build_config(name, str(model), meta, [str(f) for f in folders.values()], run_on_cpu[name],
                               params.bpu.march, to_dict(params.bpu.compiler))
         write_config(out / f"config_{name}.yaml", config)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from edgeasr.bpu.calibration import build_calibration
+from edgeasr.bpu.export import x3_graphs
 from edgeasr.cli import atomic_dir, run_stage
 from edgeasr.params import load_stage_params
 from edgeasr.paths import BPU, CALIBRATION
@@ -10,8 +11,9 @@ from edgeasr.paths import BPU, CALIBRATION
 
 def main(argv: list) -> None:
     params = load_stage_params("calibrate", argv)
+    graphs = x3_graphs(BPU)
     with atomic_dir(CALIBRATION) as out:  # an interrupted run leaves no exp/calibration for compile to take
-        manifest = build_calibration(BPU / "encoder.onnx", BPU / "ctc.onnx", Path(params.data.cali_list),
+        manifest = build_calibration(graphs["encoder"], graphs["ctc"], Path(params.data.cali_list),
                                      params.calibrate.max_samples, params.calibrate.seed, out)
     print(f"calibration: {manifest['utterances_used']} utterances, {manifest['files_per_input']} "
           f"{manifest['note']}".rstrip())

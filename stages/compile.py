@@ -7,16 +7,18 @@ from pathlib import Path
 
 import onnx
 
-from edgeasr.bpu.compile import (MODELS, CalibrationSettings, calibrate_graph, compile_all, read_configs,
-                                 worst_nodes, write_manifest)
+from edgeasr.artifact.manifest import write_manifest
+from edgeasr.bpu.compile import (MODELS, CalibrationSettings, calibrate_graph, compile_all, compile_artifacts,
+                                 read_configs, worst_nodes)
+from edgeasr.bpu.export import X3_GRAPHS, x3_graphs
 from edgeasr.bpu.hb_config import with_run_on_cpu
 from edgeasr.bpu.hb_mapper import find_hb_mapper
 from edgeasr.bpu.placement import node_macs
 from edgeasr.cli import atomic_dir, run_stage, write_csv, write_json
 from edgeasr.evaluate.sensitivity import dev_scorer, int8_study, study_settings
 from edgeasr.params import load_stage_params
-from edgeasr.paths import (BPU, BPU_CONFIG, CALIBRATION, COMPILE, COMPILE_METRICS, INT8_SENSITIVITY_TABLE,
-                           QUANT_NODES_TABLE)
+from edgeasr.paths import (BPU, BPU_CONFIG, CALIBRATION, COMPILE, COMPILE_METRICS, DEV_REFERENCE,
+                           INT8_SENSITIVITY_TABLE, QUANT_NODES_TABLE)
 
 NODE_COLUMNS = ["graph", "node", "op", "device", "int8", "cosine"]
 SENSITIVITY_COLUMNS = ["group", "graph", "int8_nodes", "macs_per_chunk", "cer", "cer_delta", "cosine_encoder_out",
@@ -29,6 +31,7 @@ def main(argv: list) -> None:
     method = CalibrationSettings(params.bpu.calibration_type, float(params.bpu.max_percentile), bool(params.bpu.per_channel))
     configs = read_configs(BPU_CONFIG, method)
     executable = find_hb_mapper()
+    float_graphs = x3_graphs(BPU)
     study = None
     with atomic_dir(COMPILE) as out, tempfile.TemporaryDirectory(prefix="edgeasr-compile-") as tmp:
         # Ranges for the emulation, and for the study even when hb_mapper compiles (its own quantized
@@ -36,17 +39,18 @@ def main(argv: list) -> None:
         graphs = ({name: calibrate_graph(name, configs[name], method, CALIBRATION, Path(tmp)) for name in MODELS}
                   if settings or not executable else {})
         if settings:
-            scorer = dev_scorer(Path(params.model.dir), settings[0], settings[1], BPU / "encoder.onnx",
-                                BPU / "ctc.onnx", params.compare.threads)
-            macs = {n: m for name in MODELS for n, m in node_macs(onnx.load(str(BPU / f"{name}.onnx"))).items()}
+            scorer = dev_scorer(DEV_REFERENCE, settings[0], settings[1], float_graphs["encoder"], float_graphs["ctc"],
+                                params.compare.threads)
+            macs = {n: m for name in MODELS for n, m in node_macs(onnx.load(str(float_graphs[name]))).items()}
             study = int8_study({n: g.graph for n, g in graphs.items()}, scorer, macs, params.bpu.max_cer_delta,
                                Path(tmp))
             if "search" in study:
                 configs = {n: with_run_on_cpu(c, study["search"]["float_nodes"][n]) for n, c in configs.items()}
         report = compile_all(configs, graphs, executable, out, params.bpu.cosine_samples)
-        rows = [row for name in ("encoder", "ctc") for row in report[name].pop("nodes")]
+        rows = [row for name in X3_GRAPHS for row in report[name].pop("nodes")]
         worst = worst_nodes(rows)
-        write_manifest(out, report, worst)
+        write_manifest(out, "compile", compile_artifacts(out, report["mode"], float_graphs),
+                       info={"mode": report["mode"], "worst_nodes": worst})
     write_csv(QUANT_NODES_TABLE, NODE_COLUMNS, rows)
     write_csv(INT8_SENSITIVITY_TABLE, SENSITIVITY_COLUMNS, study["table"] if study else [])
     metrics = {**report, "worst_nodes": worst}

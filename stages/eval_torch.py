@@ -1,24 +1,28 @@
-"""eval_torch: the PyTorch baseline, every test set streamed and at full context, every decoding mode."""
+"""eval_torch: the PyTorch reference, decoded once: every test set streamed and at full context, every
+decoding mode of `compare.*`, sharded over the compute engine (`compute`). Its hypotheses and CTC
+log-probs (exp/eval_torch) are what every artifact evaluation compares with; metrics/torch.json is the
+one PyTorch baseline."""
 
+from pathlib import Path
 
-import torch
-
-from edgeasr.cli import run_stage, write_json
-from edgeasr.decode import TorchBackend
+from edgeasr.cli import atomic_dir, run_stage, write_json
 from edgeasr.evaluate.contexts import decode_contexts
-from edgeasr.evaluate.runner import evaluate_sets
+from edgeasr.evaluate.engine import compute_engine
+from edgeasr.evaluate.reference import write_reference
 from edgeasr.model import load_model
+from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import load_stage_params
 from edgeasr.paths import EVAL_TORCH, TORCH_METRICS
 
 
 def main(argv: list) -> None:
     params = load_stage_params("eval_torch", argv)
-    torch.set_num_threads(params.eval.threads)
     model, _, symbols = load_model(params.model.dir)
-    backend = TorchBackend(model, reverse_weight=params.eval.reverse_weight)
-    metrics = evaluate_sets(backend, dict(params.data.test_sets), decode_contexts(params.eval, params.streaming), symbols,
-                            params.eval.max_utts, EVAL_TORCH)
+    min_frames = min_input_frames(model.encoder.embed.right_context)
+    with atomic_dir(EVAL_TORCH) as out, compute_engine() as (engine, cache):
+        metrics = write_reference(engine, cache, Path(params.model.dir), min_frames, dict(params.data.test_sets),
+                                  decode_contexts(params.compare, params.streaming), symbols, params.compare.max_utts,
+                                  params.compare.threads, out)
     write_json(TORCH_METRICS, metrics)
 
 

@@ -1,5 +1,6 @@
 """export: cpu/ (WeNet runtime, + INT8), gpu/ (WeNet's Triton layout), sherpa/ ONNX models, each checked
-against PyTorch; families a setting or model cannot have are skipped, and metrics/export.json says why."""
+against PyTorch; families a setting or model cannot have are skipped, and metrics/export.json says why.
+exp/export/artifacts.json lists every family for the evaluation (edgeasr.artifact.manifest)."""
 
 from pathlib import Path
 
@@ -10,7 +11,9 @@ from edgeasr.cli import atomic_dir, run_stage, write_json
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend, OnnxSherpaGraphBackend
 from edgeasr.errors import EdgeAsrError
+from edgeasr.artifact.manifest import write_manifest
 from edgeasr.export.cpu import export_cpu
+from edgeasr.export.families import export_artifacts
 from edgeasr.export.gpu import export_gpu
 from edgeasr.export.parity import check_within_tolerance, rescoring_agreement, worst_diffs
 from edgeasr.export.sherpa import export_sherpa
@@ -48,7 +51,7 @@ def export_and_check(model: ASRModel, out: Path, params: DictConfig) -> dict:
     first_set = next(iter(params.data.test_sets.values()))
     utts = [u.feats for u in load_utterances(Path(first_set), params.export.parity_utts,
                                    min_input_frames(model.encoder.embed.right_context)).utterances]
-    reference = TorchBackend(model, reverse_weight=search.reverse_weight)
+    reference = TorchBackend(model)
     cpu_backend = OnnxCpuBackend(cpu["encoder"], cpu["ctc"], cpu["decoder"])
     gpu_backend = OnnxGpuBackend(gpu["offline_encoder"], gpu.get("streaming_encoder"), gpu.get("offline_decoder"))
     report = {
@@ -61,7 +64,7 @@ def export_and_check(model: ASRModel, out: Path, params: DictConfig) -> dict:
         report["sherpa"] = worst_diffs(reference, OnnxSherpaGraphBackend(sherpa["model"]), utts, chunk, left,
                                    ("ctc_log_probs",))
     for name, diffs in report.items():
-        check_within_tolerance(name, diffs)
+        report[name] = {**diffs, "tolerance": check_within_tolerance(name, diffs)}
     # Quantized copies change numbers by design: measured here, judged by CER in eval_onnx.
     int8 = OnnxCpuBackend(cpu["encoder_int8"], cpu["ctc_int8"], cpu["decoder_int8"])
     report["cpu_int8"] = worst_diffs(reference, int8, utts, chunk, left)
@@ -73,6 +76,8 @@ def export_and_check(model: ASRModel, out: Path, params: DictConfig) -> dict:
                 raise EdgeAsrError(f"{name}: decoder.onnx picks a different rescored hypothesis than PyTorch")
             report[name]["rescoring_agreement"] = agreement
     report["skipped"] = skipped
+    write_manifest(out, "export", export_artifacts(out, cpu, gpu, sherpa, report, model.decoder is not None, chunk, left),
+                   skipped)
     report["size_mb"] = {
         str(path.relative_to(out)): round(path.stat().st_size / 1e6, 3) for path in sorted(out.rglob("*.onnx"))
     }

@@ -1,10 +1,13 @@
-"""export_bpu: the exact 4-D rewrite for the X3 BPU, exported, streamed against PyTorch, ops placed."""
+"""export_bpu: the exact 4-D rewrite for the X3 BPU, exported, streamed against PyTorch, ops placed;
+exp/bpu/artifacts.json lists the float graphs for every later X3 and RK3588 stage."""
 
 from pathlib import Path
 
 import torch
 
+from edgeasr.artifact.manifest import write_manifest
 from edgeasr.bpu import export_bpu, placement_summary, rewrite
+from edgeasr.bpu.export import x3_artifacts
 from edgeasr.bpu.placement import read_placement, write_table
 from edgeasr.cli import atomic_dir, run_stage, write_json
 from edgeasr.decode import TorchBackend
@@ -16,8 +19,6 @@ from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import load_stage_params
 from edgeasr.paths import BPU, BPU_EXPORT_METRICS, BPU_OPS_METRICS, BPU_OPS_TABLE
 
-STREAM_TOL = {"encoder_out": 1e-4, "ctc_log_probs": 1e-4}  # ONNX vs PyTorch over whole utterances
-
 
 def main(argv: list) -> None:
     params = load_stage_params("export_bpu", argv)
@@ -27,17 +28,18 @@ def main(argv: list) -> None:
     encoder, ctc = rewrite(model, chunk, left, params.bpu.layer_norm_on_bpu)  # contract + per-module parity
     first_set = next(iter(params.data.test_sets.values()))
     utts = [u.feats for u in load_utterances(Path(first_set), params.export.parity_utts,
-                                   min_input_frames(model.encoder.embed.right_context)).utterances]
+                                             min_input_frames(model.encoder.embed.right_context)).utterances]
     with atomic_dir(BPU) as out:  # no exp/bpu unless the streamed parity below holds
         paths = export_bpu(model, encoder, ctc, out)
         parity = worst_diffs(TorchBackend(model), OnnxBpuBackend(paths["encoder"], paths["ctc"], "exact"), utts,
-                         chunk, left)
-        check_within_tolerance("bpu", parity, STREAM_TOL)
+                             chunk, left)
+        tolerance = check_within_tolerance("bpu", parity)
+        write_manifest(out, "export_bpu", x3_artifacts(out, paths, parity, tolerance))
         reports = {name: read_placement(path) for name, path in paths.items()}
         sizes = {name: round(path.stat().st_size / 1e6, 3) for name, path in paths.items()}
     write_table(BPU_OPS_TABLE, reports)
     write_json(BPU_OPS_METRICS, {name: placement_summary(report) for name, report in reports.items()})
-    write_json(BPU_EXPORT_METRICS, {"parity": parity, "size_mb": sizes})
+    write_json(BPU_EXPORT_METRICS, {"parity": parity, "tolerance": tolerance, "size_mb": sizes})
 
 
 if __name__ == "__main__":

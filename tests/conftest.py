@@ -2,6 +2,9 @@
 
 import copy
 import json
+import stat
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Dict
 
@@ -187,3 +190,38 @@ def condition_(model: torch.nn.Module, feats: list, chunk: int, left: int) -> di
         frames = np.concatenate([stream_encode(TorchBackend(model), f, chunk, left)[0] for f in feats])
         model.ctc.ctc_lo.bias.copy_(-model.ctc.ctc_lo(torch.from_numpy(frames.mean(0))))
     return stats
+
+
+FAKE_HB_MAPPER = textwrap.dedent('''\
+    #!{python}
+    """A stand-in for Horizon's hb_mapper: checks its arguments and writes what makertbin writes."""
+    import shutil, sys, yaml
+    from pathlib import Path
+    assert sys.argv[1:4] == ["makertbin", "--model-type", "onnx"] and sys.argv[4] == "--config", sys.argv
+    config = yaml.safe_load(open(sys.argv[5]))
+    model = config["model_parameters"]
+    assert model["march"] == "bernoulli2"
+    assert config["calibration_parameters"]["calibration_type"] in ("default", "max", "kl", "mix")
+    for folder in config["calibration_parameters"]["cal_data_dir"].split(";"):
+        assert any(Path(folder).glob("*.bin")), folder
+    out = Path(model["working_dir"]); out.mkdir(parents=True, exist_ok=True)
+    prefix = model["output_model_file_prefix"]
+    (out / (prefix + ".bin")).write_bytes(b"HBRT")
+    shutil.copy(model["onnx_model"], out / (prefix + "_quantized_model.onnx"))
+    print("2026-11-22 10:00:00,000 INFO Start to Horizon NN Model Convert.")
+    print("2026-11-22 10:00:01,000 INFO " + "Node                     ON   Subgraph  Type              Cosine Similarity  Threshold")
+    print("2026-11-22 10:00:01,000 INFO " + "-" * 90)
+    print("2026-11-22 10:00:01,000 INFO " + "/embed/conv/conv.0/Conv  BPU  id(0)     HzSQuantizedConv  0.412031           12.5")
+    print("2026-11-22 10:00:01,000 INFO " + "/encoders.0/self_attn    CPU  --        Softmax           --                 --")
+    print("2026-11-22 10:00:01,000 INFO " + "/ctc_lo/convs.0/Conv     BPU  id(0)     HzSQuantizedConv  0.999871           3.1")
+    print("2026-11-22 10:00:02,000 INFO Convert to runtime bin file successfully!")
+''')
+
+
+def install_fake_hb_mapper(bin_dir: Path) -> Path:
+    """FAKE_HB_MAPPER as an executable `hb_mapper` in bin_dir (put bin_dir first on PATH)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    fake = bin_dir / "hb_mapper"
+    fake.write_text(FAKE_HB_MAPPER.format(python=sys.executable))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return fake

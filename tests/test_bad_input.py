@@ -28,13 +28,13 @@ def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("script,args,message", [
     ("stages/eval_torch.py", ["streaming.chunk_size=0"], r"params.yaml: streaming.chunk_size=0: must be an integer >= 1"),
-    ("stages/eval_torch.py", ["eval.beam_sise=4"], r"override 'eval.beam_sise': no such key"),
+    ("stages/eval_torch.py", ["compare.beam_sise=4"], r"override 'compare.beam_sise': no such key"),
     ("stages/calibrate.py", ["calibrate.max_samples=2.5"], r"calibrate.max_samples=2.5: must be an integer >= 1"),
     ("stages/compile.py", ["bpu.max_cer_delta=-1"], r"bpu.max_cer_delta=-1: must be null or a number >= 0"),
     ("stages/compile.py", ["bpu.max_cer_delta=0.3", "data.dev_list=null"],
      r"bpu.max_cer_delta=0.3: the float-set search needs development utterances \(data.dev_list=None"),
     ("stages/compile.py", ["bpu.calibration_type=minmax"], r"bpu.calibration_type='minmax': must be one of default"),
-    ("stages/eval_quant.py", [], r"exp/compile/manifest.json: not found \(run `dvc repro compile` first\)"),
+    ("stages/eval_quant.py", [], r"exp/compile/artifacts.json: not found \(run the stage that writes exp/compile first\)"),
 ])
 def test_stage_refuses_with_one_line_and_writes_nothing(project, script, args, message):
     before = sorted(p.relative_to(project) for p in project.rglob("*"))

@@ -2,8 +2,6 @@
 
 import json
 import os
-import stat
-import sys
 import textwrap
 
 import numpy as np
@@ -11,7 +9,7 @@ import onnx
 import pytest
 import soundfile
 
-from conftest import make_model
+from conftest import install_fake_hb_mapper, make_model
 from edgeasr.bpu import export_bpu, placement_report, rewrite
 from edgeasr.bpu.calibration import build_calibration, select_utterances
 from edgeasr.bpu.compile import MODELS, CalibrationSettings, calibrate_graph, compile_all, read_configs, worst_nodes
@@ -220,39 +218,10 @@ def test_per_channel_emulation_runs_on_the_opset_11_graphs(setup, tmp_path):
     assert len(onnx.numpy_helper.to_array(scales[weight_dq.input[1]])) > 1
 
 
-FAKE_HB_MAPPER = textwrap.dedent('''\
-    #!{python}
-    """A stand-in for Horizon's hb_mapper: checks its arguments and writes what makertbin writes."""
-    import shutil, sys, yaml
-    from pathlib import Path
-    assert sys.argv[1:4] == ["makertbin", "--model-type", "onnx"] and sys.argv[4] == "--config", sys.argv
-    config = yaml.safe_load(open(sys.argv[5]))
-    model = config["model_parameters"]
-    assert model["march"] == "bernoulli2"
-    assert config["calibration_parameters"]["calibration_type"] in ("default", "max", "kl", "mix")
-    for folder in config["calibration_parameters"]["cal_data_dir"].split(";"):
-        assert any(Path(folder).glob("*.bin")), folder
-    out = Path(model["working_dir"]); out.mkdir(parents=True, exist_ok=True)
-    prefix = model["output_model_file_prefix"]
-    (out / (prefix + ".bin")).write_bytes(b"HBRT")
-    shutil.copy(model["onnx_model"], out / (prefix + "_quantized_model.onnx"))
-    print("2026-11-22 10:00:00,000 INFO Start to Horizon NN Model Convert.")
-    print("2026-11-22 10:00:01,000 INFO " + "Node                     ON   Subgraph  Type              Cosine Similarity  Threshold")
-    print("2026-11-22 10:00:01,000 INFO " + "-" * 90)
-    print("2026-11-22 10:00:01,000 INFO " + "/embed/conv/conv.0/Conv  BPU  id(0)     HzSQuantizedConv  0.412031           12.5")
-    print("2026-11-22 10:00:01,000 INFO " + "/encoders.0/self_attn    CPU  --        Softmax           --                 --")
-    print("2026-11-22 10:00:01,000 INFO " + "/ctc_lo/convs.0/Conv     BPU  id(0)     HzSQuantizedConv  0.999871           3.1")
-    print("2026-11-22 10:00:02,000 INFO Convert to runtime bin file successfully!")
-''')
-
-
 def test_real_branch_runs_hb_mapper_and_parses_its_table(setup, tmp_path, monkeypatch):
     root, _, _ = setup
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "hb_mapper"
-    fake.write_text(FAKE_HB_MAPPER.format(python=sys.executable))
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    install_fake_hb_mapper(bin_dir)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     configs(setup, tmp_path)
     report = run_compile(tmp_path, root / "cal", tmp_path / "out", CalibrationSettings("kl", 1.0, False))

@@ -1,5 +1,5 @@
-"""Scoring an artifact against the PyTorch reference with stand-in backends, and the benchmark's
-FLOP count, timing loop and table."""
+"""Scoring an artifact against the PyTorch reference (written to disk and read back, as the stages do)
+with stand-in backends, and the benchmark's FLOP count, timing loop and table."""
 
 import numpy as np
 import onnx
@@ -8,8 +8,11 @@ from onnx import TensorProto, helper
 
 from conftest import make_model
 from edgeasr.bench import Row, graph_flops, table, time_backend
+from edgeasr.artifact.manifest import CTC_MODES, Artifact
 from edgeasr.decode import DecodeOptions, TorchBackend
-from edgeasr.evaluate.compare import decode_reference, evaluate_family
+from edgeasr.errors import EdgeAsrError
+from edgeasr.evaluate.artifacts import score_backend
+from edgeasr.evaluate.reference import decode_reference_set, read_reference, write_info
 from edgeasr.frontend.datalist import Utterance
 from edgeasr.frontend.dataset import PreparedUtterance
 
@@ -40,8 +43,20 @@ class Silent(TorchBackend):
         return out, log_probs, state
 
 
+def artifact(frames_align: bool = True) -> Artifact:
+    return Artifact("onnx_cpu", {}, "streaming", CTC_MODES, frames_align, "a stand-in")
+
+
+def reference_of(backend, prepared, id_to_token, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = decode_reference_set(backend, "test", prepared, {"streaming": OPTS}, id_to_token, folder)
+    write_info(folder, 1, {"streaming": OPTS}, {"test": {"keys": [p.utt.key for p in prepared]}},
+               {t: i for i, t in id_to_token.items()})
+    return metrics, read_reference(folder, "test")
+
+
 @pytest.fixture(scope="module")
-def setup():
+def setup(tmp_path_factory):
     model = make_model(ARCH, feat_dim=20)
     rng = np.random.default_rng(0)
     id_to_token = {i: chr(0x4E00 + i) for i in range(model.vocab_size)}
@@ -51,34 +66,45 @@ def setup():
         feats = (rng.standard_normal((80 + 24 * i, 20)) * 2 + 5).astype(np.float32)
         prepared.append(PreparedUtterance(Utterance(f"u{i}", f"u{i}.wav", ""), feats, 1.0, 0.0))
     # Transcripts: what PyTorch decodes, so its CER is 0 and every difference is the artifact's.
-    first = decode_reference(reference_backend, prepared, {"streaming": OPTS}, id_to_token)
-    prepared = [PreparedUtterance(Utterance(p.utt.key, p.utt.wav, first.hyps[p.utt.key]["streaming"]["ctc_greedy"]),
-                                  p.feats, p.seconds, p.feature_seconds) for p in prepared]
+    _, first = reference_of(reference_backend, prepared, id_to_token, tmp_path_factory.mktemp("first"))
+    prepared = [PreparedUtterance(Utterance(p.utt.key, p.utt.wav, h["streaming"]["ctc_greedy"]),
+                                  p.feats, p.seconds, p.feature_seconds) for p, h in zip(prepared, first.hyps)]
     assert all(p.utt.txt for p in prepared), "the random model decodes nothing: change the seed"
-    reference = decode_reference(reference_backend, prepared, {"streaming": OPTS}, id_to_token)
-    return model, prepared, id_to_token, reference
+    metrics, reference = reference_of(reference_backend, prepared, id_to_token, tmp_path_factory.mktemp("ref"))
+    return model, prepared, id_to_token, reference, metrics
 
 
 def test_same_hypotheses_score_zero_delta_and_report_the_log_prob_gap(setup):
-    model, prepared, id_to_token, reference = setup
-    assert reference.metrics["streaming"]["ctc_greedy"]["cer"] == 0.0
-    result = evaluate_family(TorchBackend(model), prepared, OPTS, "streaming", id_to_token, reference, "same")
+    model, prepared, id_to_token, reference, metrics = setup
+    assert metrics["streaming"]["ctc_greedy"]["cer"] == 0.0 == reference.cer("streaming", "ctc_greedy")
+    result, hyps = score_backend(artifact(), TorchBackend(model), prepared, OPTS, id_to_token, reference, "same")
     for mode in OPTS.modes:
         assert result[mode]["cer_delta"] == 0.0 and result[mode]["identical"] == 1.0
     assert result["max_abs_log_prob_diff"] == 0.0
-    greedy = DecodeOptions(4, 2, modes=("ctc_greedy",))
-    result = evaluate_family(Shifted(model, 0.25), prepared, greedy, "streaming", id_to_token, reference, "shifted")
+    assert [h["ctc_greedy"] for h in hyps] == [p.utt.txt for p in prepared]
+    greedy = DecodeOptions(4, 2, beam_size=3, modes=("ctc_greedy",))
+    result, _ = score_backend(artifact(), Shifted(model, 0.25), prepared, greedy, id_to_token, reference, "shifted")
     assert result["ctc_greedy"] == {"cer": 0.0, "cer_delta": 0.0, "identical": 1.0}
     assert result["max_abs_log_prob_diff"] == pytest.approx(0.25, rel=1e-3)
     assert result["chunk_audio_ms"] == 4 * 8 * 10 and result["rtf"] > 0
 
 
 def test_an_artifact_that_decodes_nothing_costs_every_character(setup):
-    model, prepared, id_to_token, reference = setup
-    result = evaluate_family(Silent(model), prepared, OPTS, "streaming", id_to_token, reference, "silent",
-                             frames_align=False)
+    model, prepared, id_to_token, reference, _ = setup
+    result, _ = score_backend(artifact(frames_align=False), Silent(model), prepared, OPTS, id_to_token, reference,
+                              "silent")
     assert result["ctc_greedy"] == {"cer": 100.0, "cer_delta": 100.0, "identical": 0.0}
     assert "max_abs_log_prob_diff" not in result
+
+
+def test_an_artifact_decoded_unlike_the_reference_is_refused(setup):
+    """Another chunk than the reference's would give a CER − PyTorch of two different decodings."""
+    model, prepared, id_to_token, reference, _ = setup
+    with pytest.raises(EdgeAsrError, match="chunk_size=8 \\(reference: 4\\)"):
+        score_backend(artifact(), TorchBackend(model), prepared, DecodeOptions(8, 2, beam_size=3, modes=CTC_MODES),
+                      id_to_token, reference, "other chunk")
+    with pytest.raises(EdgeAsrError, match="other utterances"):
+        reference.check_utterances([p.utt.key for p in prepared[:2]])
 
 
 def test_graph_flops_count_conv_and_matmul_macs(tmp_path):
@@ -100,7 +126,7 @@ def test_graph_flops_count_conv_and_matmul_macs(tmp_path):
 
 
 def test_benchmark_times_every_chunk_of_every_utterance(setup):
-    model, prepared, _, _ = setup
+    model, prepared, _, _, _ = setup
     feats = [p.feats for p in prepared]
     seconds, chunks = time_backend(TorchBackend(model), feats, OPTS.chunk_size, OPTS.num_left_chunks)
     rate = model.encoder.embed.subsampling_rate
@@ -123,7 +149,7 @@ def test_cer_by_chunk_counts_errors_and_a_whole_utterance_chunk_is_full_context(
     longer than every utterance (full history) decodes exactly as full context."""
     from edgeasr.evaluate.by_chunk import chunk_rows, format_table
 
-    model, prepared, id_to_token, _ = setup
+    model, prepared, id_to_token, _, _ = setup
     rows = chunk_rows(TorchBackend(model), prepared, [4, 64, -1], 2, id_to_token)
     by_chunk = {r["chunk"]: r for r in rows}
     assert by_chunk[4]["cer"] == 0.0 and by_chunk[4]["chunk_ms"] == 4 * 8 * 10

@@ -15,7 +15,7 @@ from edgeasr.frontend import SAMPLE_RATE, compute_fbank
 from edgeasr.export.cpu import export_cpu
 from edgeasr.export.gpu import export_gpu
 from edgeasr.artifact.metadata import read_metadata
-from edgeasr.export.parity import ENCODER_TOL, LOG_PROB_TOL, check_within_tolerance, worst_diffs
+from edgeasr.export.parity import FLOAT_TOLERANCE, check_within_tolerance, worst_diffs
 from edgeasr.export.sherpa import export_sherpa
 
 CHUNK, LEFT = 4, 2
@@ -48,7 +48,7 @@ def exported(tmp_path_factory):
 
 def test_every_family_matches_torch(exported, arch):
     model, cpu, gpu, sherpa = exported[arch]
-    ref = TorchBackend(model, reverse_weight=0.3)
+    ref = TorchBackend(model)
     utts = utterances(3)
     cpu_b = OnnxCpuBackend(cpu["encoder"], cpu["ctc"], cpu["decoder"])
     gpu_b = OnnxGpuBackend(gpu["offline_encoder"], gpu.get("streaming_encoder"), gpu.get("offline_decoder"))
@@ -137,7 +137,7 @@ def test_moe_export_valid_for_starved_experts_and_new_shapes(exported):
     assert all(v is not None for v in found.values()), found
     for x in found.values():
         diffs = worst_diffs(ref, gpu_b, [x], -1, -1)
-        assert diffs["encoder_out"] < ENCODER_TOL and diffs["ctc_log_probs"] < LOG_PROB_TOL
+        assert diffs["encoder_out"] < FLOAT_TOLERANCE["encoder_out"] and diffs["ctc_log_probs"] < FLOAT_TOLERANCE["ctc_log_probs"]
 
 
 def test_parity_failure_names_the_tensor():
@@ -164,7 +164,7 @@ def test_sherpa_onnx_runtime_decodes_exactly_like_our_streaming(tmp_path):
     units = tmp_path / "units.txt"
     units.write_text("<blank> 0\n" + "".join(f"t{i} {i}\n" for i in range(1, model.vocab_size)))
     export_sherpa(model, units, tmp_path / "sherpa", CHUNK, LEFT)
-    recognizer = SherpaRecognizer(tmp_path / "sherpa", CHUNK, LEFT)
+    recognizer = SherpaRecognizer(tmp_path / "sherpa" / "model.onnx", tmp_path / "sherpa" / "tokens.txt", CHUNK, LEFT)
     opts = DecodeOptions(CHUNK, LEFT, beam_size=1, ctc_weight=0.5, reverse_weight=0.0, modes=("ctc_greedy",))
     ours = ["".join(f"t{i}" for i in recognize(TorchBackend(model), f, opts).hyps["ctc_greedy"]) for f in feats]
     assert len(set(ours)) == len(ours) and min(len(h) for h in ours) >= 20  # distinct, long hypotheses

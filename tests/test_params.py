@@ -68,8 +68,8 @@ def test_stage_sees_only_declared_keys(project):
 
 
 def test_overrides_by_hand(project):
-    p = load_stage_params("eval_torch", ["streaming.chunk_size=4", "eval.beam_size=3"], project)
-    assert (p.streaming.chunk_size, p.eval.beam_size) == (4, 3)
+    p = load_stage_params("eval_torch", ["streaming.chunk_size=4", "compare.beam_size=3"], project)
+    assert (p.streaming.chunk_size, p.compare.beam_size) == (4, 3)
     with pytest.raises(EdgeAsrError, match="does not declare"):
         load_stage_params("eval_torch", ["model.train.seed=3"], project)
     with pytest.raises(EdgeAsrError, match="expected key=value"):
@@ -93,13 +93,13 @@ def test_unset_mandatory_value_is_named(project):
     ("eval_torch", "streaming.chunk_size=-3", r"streaming\.chunk_size=-3: must be an integer >= 1"),
     ("eval_torch", "streaming.chunk_size=2.5", r"streaming\.chunk_size=2\.5: must be an integer"),
     ("eval_torch", "streaming.num_decoding_left_chunks=abc", r"num_decoding_left_chunks='abc'"),
-    ("eval_torch", "eval.beam_size=0", r"eval\.beam_size=0: must be an integer >= 1"),
-    ("eval_torch", "eval.modes=[ctc_greedy,beam]", r"eval\.modes=.*must be a non-empty list of ctc_greedy"),
+    ("eval_torch", "compare.beam_size=0", r"compare\.beam_size=0: must be an integer >= 1"),
+    ("eval_torch", "compare.modes=[ctc_greedy,beam]", r"compare\.modes=.*must be a non-empty list of ctc_greedy"),
     ("eval_onnx", "compare.reverse_weight=2", r"compare\.reverse_weight=2: must be a number in \[0\.0, 1\.0\]"),
     ("calibrate", "calibrate.max_samples=0.5", r"calibrate\.max_samples=0\.5: must be an integer >= 1"),
     ("calibrate", "calibrate.max_samples=many", r"calibrate\.max_samples='many'"),
     ("compile", "bpu.calibration_type=minmax", r"bpu\.calibration_type='minmax': must be one of default"),
-    ("eval_torch", "eval.beam_sise=4", r"override 'eval\.beam_sise': no such key .*eval has: beam_size"),
+    ("eval_torch", "compare.beam_sise=4", r"override 'compare\.beam_sise': no such key .*compare has: beam_size"),
 ])
 def test_bad_values_are_one_line_errors_naming_the_key(project, stage, override, message):
     with pytest.raises(EdgeAsrError, match=message) as info:

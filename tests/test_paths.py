@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Not stage outputs: sub-folders of one, the folder of all metrics, a report made on demand, the
 # offline trainer's corpora.
 NOT_DECLARED = {paths.EXPORT_CPU, paths.EXPORT_GPU, paths.EXPORT_SHERPA, paths.METRICS, paths.SWEEP_REPORT,
-                 paths.RELEASE_CORPORA}
+                 paths.RELEASE_CORPORA, paths.HYPS}
 
 
 def declared_outputs() -> set:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import install_fake_hb_mapper
 from edgeasr.report.sweep import experiment_points
 from edgeasr.params import compose
 from edgeasr.rknn.toolkit import available, find_python
@@ -22,12 +23,14 @@ DVC_REPRO = [sys.executable, "-m", "dvc", "repro"]
 pytestmark = pytest.mark.pipeline
 RKNN = {"compile_rknn", "eval_rknn"}  # with npu=x3 they write a note; they read exp/bpu all the same
 BPU = {"export_bpu", "eval_bpu", "calibrate", "bpu_config", "compile", "eval_quant"} | RKNN
-ALL = {"synth", "train", "eval_torch", "export", "eval_onnx", "summary"} | BPU
+ALL = {"synth", "train", "eval_torch", "dev_reference", "export", "eval_onnx", "summary"} | BPU
 
 
-def run(cmd, cwd: Path) -> str:
+def run(cmd, cwd: Path, path_prefix: str = "") -> str:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    if path_prefix:
+        env["PATH"] = path_prefix + os.pathsep + env["PATH"]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
@@ -53,6 +56,7 @@ def repo(tmp_path_factory) -> Path:
     run(["git", "commit", "-qm", "init"], path)
     out = run(DVC_REPRO, path)
     assert stages_run(out) == ALL
+    (path / "first_repro.log").write_text(out)
     return path
 
 
@@ -65,12 +69,19 @@ def test_first_run_writes_metrics(repo):
     assert set(metrics["test"]["streaming"]) == modes | {"chunk_audio_ms", "chunk_compute_ms"}
     assert metrics["test"]["utterances"] == 6
     assert (repo / "exp" / "eval_torch" / "test.jsonl").is_file()
+    # PyTorch is decoded once per test set and context (eval_torch), and once on the dev split
+    # (dev_reference); no artifact stage decodes it again.
+    decodes = re.findall(r"reference decoded: (\S+), (\S+),", (repo / "first_repro.log").read_text())
+    assert sorted(decodes) == sorted([(s, c) for s in ("test", "test_unseen_voice") for c in ("streaming", "full")]
+                                     + [("dev", "streaming")])
     assert {"train.yaml", "final.pt", "units.txt", "global_cmvn"} <= {p.name for p in (repo / "exp/trained_model").iterdir()}
     onnx_metrics = json.loads((repo / "metrics" / "onnx.json").read_text())
-    assert set(onnx_metrics["test"]) == {"pytorch", "cpu", "cpu_int8", "gpu_streaming", "gpu_offline", "sherpa",
+    assert set(onnx_metrics["test"]) == {"cpu", "cpu_int8", "gpu_streaming", "gpu_offline", "sherpa",
                                          "sherpa_default_frontend"}
-    # the reference decoded in eval_onnx with compare.* equals the baseline when the settings agree
-    assert onnx_metrics["test"]["pytorch"]["streaming"]["ctc_greedy"] == metrics["test"]["streaming"]["ctc_greedy"]
+    assert (repo / "exp" / "hyps" / "onnx" / "test" / "cpu.jsonl").is_file()
+    manifest = json.loads((repo / "exp" / "export" / "artifacts.json").read_text())
+    assert manifest["artifacts"]["cpu"]["files"]["encoder"] == "cpu/encoder.onnx"
+    assert manifest["artifacts"]["cpu"]["parity"]["encoder_out"] <= manifest["artifacts"]["cpu"]["tolerance"]["encoder_out"]
     for family in ("cpu", "gpu_streaming", "gpu_offline"):
         assert onnx_metrics["test"][family]["ctc_greedy"]["cer_delta"] == 0.0
     assert json.loads((repo / "metrics" / "export.json").read_text())["cpu"]["encoder_out"] < 1e-4
@@ -81,7 +92,7 @@ def test_first_run_writes_metrics(repo):
     assert json.loads((repo / "metrics" / "bpu_ops.json").read_text())["encoder"]["cpu_unexpected"] == 0
     quant = json.loads((repo / "metrics" / "quant.json").read_text())
     assert quant["mode"] == "emulated" and len(quant["worst_nodes"]) == 10
-    assert set(quant["test"]) >= {"ctc_greedy", "ctc_prefix_beam", "cosine_encoder_out", "rtf"}
+    assert set(quant["test"]["quantized"]) >= {"ctc_greedy", "ctc_prefix_beam", "cosine_encoder_out", "rtf"}
     assert (repo / "exp" / "bpu_config" / "config_encoder.yaml").is_file()
     compiled = json.loads((repo / "metrics" / "compile.json").read_text())
     assert compiled["sensitivity"]["dev_utterances"] == 4  # the tiny corpus's dev split
@@ -98,13 +109,16 @@ def test_second_repro_runs_nothing(repo):
 @pytest.mark.parametrize(
     "override,expected",
     [
-        ("eval.beam_size=2", {"eval_torch"}),  # the baseline's report only: nothing compares against its files
-        ("eval.max_utts=3", {"eval_torch"}),
-        ("compare.max_utts=3", {"eval_onnx", "eval_bpu", "eval_quant", "eval_rknn", "summary"}),
+        # the reference and everything scored against it
+        ("compare.max_utts=3", {"eval_torch", "eval_onnx", "eval_bpu", "eval_quant", "eval_rknn", "summary"}),
         # the gpu graphs hold the top-K and the rescoring weights
-        ("compare.ctc_weight=0.4", {"export", "eval_onnx", "eval_bpu", "eval_quant", "eval_rknn", "summary"}),
-        ("streaming.chunk_size=4", {"eval_torch", "export", "eval_onnx", "summary"} | BPU),
-        ("streaming.num_decoding_left_chunks=2", {"eval_torch", "export", "eval_onnx", "summary"} | BPU),
+        ("compare.ctc_weight=0.4", {"eval_torch", "export", "eval_onnx", "eval_bpu", "eval_quant", "eval_rknn",
+                                    "summary"}),
+        ("streaming.chunk_size=4", {"eval_torch", "dev_reference", "export", "eval_onnx", "summary"} | BPU),
+        ("streaming.num_decoding_left_chunks=2", {"eval_torch", "dev_reference", "export", "eval_onnx", "summary"}
+         | BPU),
+        # the study's dev reference and its table; the quantized graphs are the same files
+        ("bpu.sensitivity_utts=2", {"dev_reference", "compile"}),
         ("export.opset=14", {"export", "eval_onnx", "summary"}),
         ("bpu.layer_norm_on_bpu=true", BPU | {"summary"}),
         ("calibrate.max_samples=2", {"calibrate", "compile", "eval_quant", "compile_rknn", "summary"}),
@@ -121,12 +135,28 @@ def test_second_repro_runs_nothing(repo):
 )
 def test_param_change_reruns_exactly(repo, tmp_path, override, expected):
     """In a copy of the base repository (no restore needed). `summary` follows every artifact
-    evaluation, since each one's metrics hold a measured real-time factor; it does not read
-    metrics/torch.json, so an `eval.*` change reruns eval_torch alone."""
+    evaluation, since each one's metrics hold a measured real-time factor."""
     work = tmp_path / "repo"
     shutil.copytree(repo, work, symlinks=True)
     compose(work / "params.yaml", ["experiment=tiny", override], work / "conf")
     assert stages_run(run(DVC_REPRO, work)) == expected
+
+
+def test_with_hb_mapper_on_path_the_pipeline_completes(repo, tmp_path):
+    """The X3's own toolchain (a stand-in hb_mapper on PATH): compile runs it, the .bin files are listed
+    as not runnable here, and hb_mapper's quantized ONNX is what eval_quant scores, labelled so."""
+    work = tmp_path / "repo"
+    shutil.copytree(repo, work, symlinks=True)
+    bin_dir = tmp_path / "bin"
+    install_fake_hb_mapper(bin_dir)
+    assert stages_run(run(DVC_REPRO + ["-f", "-s", "compile"], work, str(bin_dir))) == {"compile"}
+    assert stages_run(run(DVC_REPRO, work, str(bin_dir))) == {"eval_quant", "summary"}
+    quant = json.loads((work / "metrics" / "quant.json").read_text())
+    assert quant["mode"] == "compiled" and "hb_mapper" in quant["produced_by"]["quantized"]
+    assert "board" in quant["not_evaluated"]["x3_bin"]
+    # the stand-in's "quantized" model is the float graph: it decodes exactly as the float graphs do
+    bpu = json.loads((work / "metrics" / "bpu.json").read_text())
+    assert quant["test"]["quantized"]["ctc_greedy"] == bpu["test"]["bpu_float"]["ctc_greedy"]
 
 
 def test_the_rk3588_path_is_off_by_default(repo):
@@ -149,8 +179,10 @@ def test_npu_rk3588_runs_the_real_toolchain_and_only_its_stages(repo, tmp_path):
     assert (work / "exp" / "rknn" / "encoder.rknn").is_file()
     result = json.loads((work / "metrics" / "rknn.json").read_text())
     for name in ("test", "test_unseen_voice"):
-        assert set(result[name]) >= {"ctc_greedy", "ctc_prefix_beam", "cosine_encoder_out", "simulator_time"}
-        assert "rtf" not in result[name]  # the simulator's speed is not the chip's
+        rk3588 = result[name]["rk3588_int8"]
+        assert set(rk3588) >= {"ctc_greedy", "ctc_prefix_beam", "cosine_encoder_out", "simulator_time"}
+        assert "rtf" not in rk3588  # the simulator's speed is not the chip's
+    assert "rebuilt" in result["produced_by"]["rk3588_int8"]  # it says what it runs
     assert (work / "exp" / "rknn_simulation" / "simulator.log").is_file()
 
 
@@ -168,7 +200,7 @@ def test_own_model_and_lists_train_and_synthesize_nothing(repo, tmp_path):
     compose(own / "params.yaml", [
         "model=wenet", f"model.dir={repo / 'exp' / 'trained_model'}",
         "data=lists", f"data.root={lists}", f"data.test_sets={{mine: {lists / 'test' / 'data.list'}}}",
-        f"data.cali_list={lists / 'cali' / 'data.list'}", "eval.beam_size=3", "compare.beam_size=3",
+        f"data.cali_list={lists / 'cali' / 'data.list'}", "compare.beam_size=3",
     ], own / "conf")
     run(["git", "add", "-A"], own)
     run(["git", "commit", "-qm", "own model"], own)
@@ -177,9 +209,10 @@ def test_own_model_and_lists_train_and_synthesize_nothing(repo, tmp_path):
     assert "Nothing synthesized" in (own / "data" / "demo" / "README.txt").read_text()
     assert not (own / "data" / "demo" / "wavs").exists()
     assert set(json.loads((own / "metrics" / "torch.json").read_text())) == {"mine"}
-    assert set(json.loads((own / "metrics" / "onnx.json").read_text())) == {"mine"}
-    assert set(json.loads((own / "metrics" / "bpu.json").read_text())) == {"mine"}
-    assert set(json.loads((own / "metrics" / "quant.json").read_text())) == {"mode", "worst_nodes", "mine"}
+    assert set(json.loads((own / "metrics" / "onnx.json").read_text())) == {"produced_by", "mine"}
+    assert set(json.loads((own / "metrics" / "bpu.json").read_text())) == {"produced_by", "mine"}
+    assert set(json.loads((own / "metrics" / "quant.json").read_text())) == {"mode", "worst_nodes", "produced_by",
+                                                                             "mine"}
 
 
 def test_queued_sweep_reruns_only_chunk_stages(repo):

@@ -19,7 +19,7 @@ def record(rev: str, name, chunk: int, left: int, cer: float) -> dict:
         "metrics/torch.json": {"test": {"streaming": family(cer)}},
         "metrics/onnx.json": {"test": {"cpu": family(cer)}},
         "metrics/bpu.json": {"test": {"bpu_float": family(cer)}},
-        "metrics/quant.json": {"test": family(cer + 0.5, 0.5)},  # dvc exp show drops list values
+        "metrics/quant.json": {"test": {"quantized": family(cer + 0.5, 0.5)}},  # dvc exp show drops list values
     }
     return {"rev": rev, "name": name, "error": None, "experiments": None, "data": {
         "rev": rev, "params": {"params.yaml": {"data": {"streaming": {"chunk_size": chunk,
@@ -102,7 +102,8 @@ def test_report_renders_in_headless_chromium(page, tmp_path):
 
 
 def test_summary_rows_put_artifacts_side_by_side():
-    onnx = {"test": {"pytorch": {"streaming": family(60.0)}, "cpu": family(60.0)}}
-    rows = summary_rows(onnx, {"test": {"bpu_float": family(60.0)}}, {"test": family(61.0, 1.0)}, 8, 16)
+    torch = {"test": {"streaming": family(60.0)}}
+    rows = summary_rows(torch, {"test": {"cpu": family(60.0)}}, {"test": {"bpu_float": family(60.0)}},
+                        {"mode": "emulated", "test": {"quantized": family(61.0, 1.0)}}, 8, 16)
     assert [r["artifact"] for r in rows] == ["pytorch", "onnx_cpu", "bpu_float", "quantized"]
     assert rows[-1]["cer_delta"] == 1.0 and rows[0]["label"] == "test/pytorch"

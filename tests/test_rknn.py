@@ -5,6 +5,7 @@ its environment is missing: `python -m edgeasr.rknn.toolkit create-env`)."""
 import json
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,19 +15,19 @@ import torch
 from conftest import condition_, noise_bursts, write_model_dir
 from edgeasr.bpu import export_bpu, rewrite
 from edgeasr.bpu.calibration import build_calibration
+from edgeasr.artifact.manifest import read_manifest, write_manifest
 from edgeasr.decode import TorchBackend, ctc_greedy_search, stream_encode
-from edgeasr.decode.bpu_backend import OnnxBpuBackend
-from edgeasr.decode.recognizer import DecodeOptions
 from edgeasr.errors import EdgeAsrError
-from edgeasr.evaluate.compare import decode_reference, evaluate_family
-from edgeasr.evaluate.quant import stream_cosine
+from edgeasr.evaluate.artifacts import evaluate_manifest
+from edgeasr.evaluate.contexts import decode_contexts
+from edgeasr.evaluate.engine import ComputeSettings, Engine, ShardCache
+from edgeasr.evaluate.reference import write_reference
 from edgeasr.frontend.tokens import detokenize, id_to_token as tokens_of
 from edgeasr.frontend import compute_fbank, read_audio
-from edgeasr.frontend.dataset import load_utterances
 from edgeasr.model import load_model
-from edgeasr.rknn.compile import compile_rknn, rknn_path
+from edgeasr.rknn.compile import compile_rknn, rknn_artifacts, rknn_path
 from edgeasr.rknn.reports import parse_accuracy, parse_layer_table
-from edgeasr.rknn.simulate import simulator_backend, simulator_job
+from edgeasr.rknn.simulate import simulator_opener
 from edgeasr.rknn.toolkit import ENV_VARIABLE, Simulator, available, find_python
 
 LAYER_LOG = """\
@@ -171,20 +172,32 @@ def test_real_toolchain_calibrate_build_simulate_cer(tmp_path):
     out = tmp_path / "rknn"
     out.mkdir()
     python = find_python(None)
-    metrics, layers, ops = compile_rknn(python, RK3588, graphs, tmp_path / "cal", out)
+    graph_paths = {name: graphs / f"{name}.onnx" for name in ("encoder", "ctc")}
+    metrics, layers, ops = compile_rknn(python, RK3588, graph_paths, tmp_path / "cal", out)
     for model_name in ("encoder", "ctc"):
         assert rknn_path(out, model_name).stat().st_size == metrics[model_name]["rknn_bytes"] > 0
         assert metrics[model_name]["ops_on_npu"] > 0 and metrics[model_name]["calibration_samples"] > 0
     assert {row["graph"] for row in layers} == {"encoder", "ctc"} and any(r["target"] == "NPU" for r in ops)
     assert any(str(row["group"]).startswith("encoders.") for row in layers)  # readable layer groups
 
-    opts = DecodeOptions(CHUNK, LEFT, modes=("ctc_greedy",))
-    prepared = load_utterances(tmp_path / "test.list", 0, 0).utterances
-    reference = decode_reference(TorchBackend(model), prepared, {"streaming": opts}, id_to_token)
-    assert reference.metrics["streaming"]["ctc_greedy"]["cer"] == 0.0
-    with Simulator(python, simulator_job(RK3588, graphs, out), tmp_path / "job.json", tmp_path / "serve.log") as sim:
-        simulated = simulator_backend(sim, graphs)
-        result = evaluate_family(simulated, prepared, opts, "streaming", id_to_token, reference, "rk3588")
-        cosine = stream_cosine(OnnxBpuBackend(graphs / "encoder.onnx", graphs / "ctc.onnx"), simulated, prepared, opts)
+    # What eval_rknn does: the manifest's entry, simulated, against the reference written once.
+    write_manifest(out, "compile_rknn", rknn_artifacts(out, RK3588, graph_paths))
+    search = SimpleNamespace(modes=["ctc_greedy"], beam_size=10, ctc_weight=0.5, reverse_weight=0.0, max_utts=0,
+                             threads=1)
+    streaming = SimpleNamespace(chunk_size=CHUNK, num_decoding_left_chunks=LEFT)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    contexts = decode_contexts(search, streaming, full_context=False)
+    with Engine(ComputeSettings("local", 1, None, 16, None)) as engine:
+        torch_metrics = write_reference(engine, ShardCache(None, "test"), model_dir, 1,
+                                        {"test": str(tmp_path / "test.list")}, contexts, symbols, 0, 1, reference)
+    assert torch_metrics["test"]["streaming"]["ctc_greedy"]["cer"] == 0.0
+    opener = simulator_opener(python, tmp_path)
+    with Engine(ComputeSettings("local", 1, None, 16, None)) as engine:
+        result = evaluate_manifest(read_manifest(out), reference, {"test": str(tmp_path / "test.list")}, search,
+                                   streaming, tmp_path / "hyps", engine, ShardCache(None, "test"),
+                                   {"rknn_simulator": opener})["test"]["rk3588_int8"]
     assert 0.0 <= result["ctc_greedy"]["cer"] <= 100.0 and result["ctc_greedy"]["cer_delta"] == result["ctc_greedy"]["cer"]
-    assert cosine["cosine_encoder_out"] > 0.95, cosine  # INT8 on the NPU, not noise
+    assert result["cosine_encoder_out"] > 0.95, result  # INT8 on the NPU, not noise
+    assert "rtf" not in result and result["simulator_time"]["ms_per_chunk"] > 0  # never reported as the chip's
+    assert (tmp_path / "hyps" / "test" / "rk3588_int8.jsonl").is_file()

@@ -4,6 +4,7 @@ import itertools
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import make_model
@@ -82,7 +83,7 @@ def test_reverse_scores_read_right_to_left():
 
 def test_recognizer_streaming_matches_wenet_chunk_by_chunk(feats):
     model = make_model("conformer_nopos_conv2d8_relu_causal_bn")
-    backend = TorchBackend(model, reverse_weight=0.3)
+    backend = TorchBackend(model)
     x = feats[0].numpy()
     ours, log_probs = stream_encode(backend, x, 4, 2)
     with torch.no_grad():
@@ -98,10 +99,10 @@ def test_recognizer_streaming_matches_wenet_chunk_by_chunk(feats):
 def test_torch_rescore_equals_decoder_forward(feats):
     """Backend scores equal a direct call of WeNet's decoder signature."""
     model = make_model("conformer_relpos_conv2d_swish_ln")
-    backend = TorchBackend(model, reverse_weight=0.3)
+    backend = TorchBackend(model)
     enc, _ = backend.encode(feats[0].numpy())
     hyps = [(3, 4, 5), (6,)]
-    scores, r_scores = backend.rescore(enc, hyps)
+    scores, r_scores = backend.rescore(enc, hyps, 0.3)
     sos = eos = model.eos
     with torch.no_grad():
         memory = torch.from_numpy(enc).unsqueeze(0)
@@ -111,3 +112,47 @@ def test_torch_rescore_equals_decoder_forward(feats):
     l, r = torch.log_softmax(l, -1)[0], torch.log_softmax(r, -1)[0]
     assert abs(scores[0] - float(l[0, 3] + l[1, 4] + l[2, 5] + l[3, eos])) < 1e-5
     assert abs(r_scores[0] - float(r[0, 5] + r[1, 4] + r[2, 3] + r[3, eos])) < 1e-5
+
+
+def textbook_prefix_beam(log_probs: np.ndarray, beam_size: int, blank: int = 0):
+    """The plain form of WeNet's CTC prefix beam search (log_add over *args, a defaultdict per frame):
+    what the optimized search must reproduce exactly, hypotheses and scores."""
+    from collections import defaultdict
+
+    from edgeasr.decode.search import log_add
+
+    neg_inf = -float("inf")
+    cur = [((), (0.0, neg_inf))]
+    for logp in log_probs:
+        top = np.argsort(-logp, kind="stable")[:beam_size]
+        nxt = defaultdict(lambda: (neg_inf, neg_inf))
+        for s in top.tolist():
+            ps = float(logp[s])
+            for prefix, (pb, pnb) in cur:
+                last = prefix[-1] if prefix else None
+                if s == blank:
+                    n_pb, n_pnb = nxt[prefix]
+                    nxt[prefix] = (log_add(n_pb, pb + ps, pnb + ps), n_pnb)
+                elif s == last:
+                    n_pb, n_pnb = nxt[prefix]
+                    nxt[prefix] = (n_pb, log_add(n_pnb, pnb + ps))
+                    n_pb, n_pnb = nxt[prefix + (s,)]
+                    nxt[prefix + (s,)] = (n_pb, log_add(n_pnb, pb + ps))
+                else:
+                    n_pb, n_pnb = nxt[prefix + (s,)]
+                    nxt[prefix + (s,)] = (n_pb, log_add(n_pnb, pb + ps, pnb + ps))
+        cur = sorted(nxt.items(), key=lambda kv: log_add(*kv[1]), reverse=True)[:beam_size]
+    return [(prefix, log_add(pb, pnb)) for prefix, (pb, pnb) in cur]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_fast_prefix_beam_is_the_textbook_one_exactly(seed):
+    """Peaky CTC posteriors (blank-heavy, repeats, ties from float32), beams 1, 4 and 10: the same
+    prefixes in the same order with the same float scores."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((int(rng.integers(1, 90)), 60)) * 3
+    x[:, 0] += rng.uniform(0, 12, x.shape[0])
+    x[:, 5] = x[:, 6]  # exact ties between tokens
+    log_probs = (x - np.log(np.exp(x).sum(1, keepdims=True))).astype(np.float32)
+    for beam in (1, 4, 10):
+        assert ctc_prefix_beam_search(log_probs, beam) == textbook_prefix_beam(log_probs, beam)

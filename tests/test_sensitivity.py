@@ -23,10 +23,13 @@ from edgeasr.bpu.placement import node_macs, read_placement
 from edgeasr.bpu.run_on_cpu import resolve_run_on_cpu
 from edgeasr.bpu.ranges import fake_quant_cosine, mix_ranges
 from edgeasr.artifact.metadata import read_metadata
-from edgeasr.decode import TorchBackend, ctc_greedy_search, stream_encode
+from edgeasr.decode import DecodeOptions, TorchBackend, ctc_greedy_search, stream_encode
 from edgeasr.frontend.tokens import detokenize, id_to_token as tokens_of
 from edgeasr.errors import EdgeAsrError
-from edgeasr.evaluate.sensitivity import DevScore, dev_scorer, int8_study, search_float_set, study_settings
+from edgeasr.evaluate.engine import ComputeSettings, Engine, ShardCache
+from edgeasr.evaluate.reference import write_reference
+from edgeasr.evaluate.sensitivity import (DEV_SET, STUDY_MODES, DevScore, dev_scorer, int8_study, search_float_set,
+                                         study_settings)
 from edgeasr.frontend import compute_fbank, read_audio
 from edgeasr.model import load_model
 
@@ -165,7 +168,13 @@ def test_search_finds_the_outlier_channel_by_name_and_meets_the_budget(fragile, 
     root, model_dir, paths, configs = fragile
     method = CalibrationSettings("max", 1.0, False)
     graphs = {name: calibrate_graph(name, configs[name], method, root / "cal", tmp_path).graph for name in configs}
-    scorer = dev_scorer(model_dir, root / "dev.list", 0, paths["encoder"], paths["ctc"], 1)
+    reference = tmp_path / "dev_reference"
+    reference.mkdir()
+    model, _, symbols = load_model(model_dir)
+    with Engine(ComputeSettings("local", 1, None, 16, None)) as engine:
+        write_reference(engine, ShardCache(None, "test"), model_dir, 1, {DEV_SET: str(root / "dev.list")},
+                        {"streaming": DecodeOptions(CHUNK, LEFT, modes=STUDY_MODES)}, symbols, 0, 1, reference)
+    scorer = dev_scorer(reference, root / "dev.list", 0, paths["encoder"], paths["ctc"], 1)
     assert scorer.reference_cer == 0.0  # the transcripts are PyTorch's own hypotheses
     macs = {n: m for p in paths.values() for n, m in node_macs(onnx.load(str(p))).items()}
     budget = 5.0

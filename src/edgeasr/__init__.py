@@ -13,7 +13,8 @@ Layers, lowest first; a module imports only from layers below its own (tests/tes
     export | bpu                the ONNX families | the X3 rewrite, calibration, compile
     evaluate | rknn             CER, reports, artifact comparisons | the RK3588 compile and simulator
                                 (rknn-toolkit2 run as a program in its own environment)
-    demo | report | bench       the embedded corpus and trainer, reports, the benchmark
+    demo | report | bench       the embedded corpus and trainer, reports, the benchmarks (speed per
+    | bench_scale               backend; the evaluation's scale over Dask workers)
 """
 
 __version__ = "0.1.0"
@@ -29,5 +30,5 @@ LAYERS = {
     "decode": 6,
     "export": 7, "bpu": 7,
     "evaluate": 8, "rknn": 8,
-    "demo": 9, "report": 9, "bench": 9,
+    "demo": 9, "report": 9, "bench": 9, "bench_scale": 9,
 }

@@ -3,8 +3,8 @@
     python -m edgeasr.bench [WORKSPACE ...] [--utts 30]
 
 For each workspace (a checkout where `dvc repro` has run; default: here) and its model: real-time
-factor streaming at the exported chunk for PyTorch eager, ONNX Runtime float (cpu/ export), the X3
-float graphs, the emulated INT8 graphs and sherpa-onnx; milliseconds per chunk; model size; and a
+factor streaming at the exported chunk for PyTorch eager and the artifacts the stages' manifests list
+(ONNX Runtime float: the cpu/ export, the X3 float graphs, the quantized X3 graphs, sherpa-onnx); milliseconds per chunk; model size; and a
 physical bound: the encoder + CTC FLOPs per second of audio divided by this machine's measured
 one-thread GEMM FLOP/s (the RTF a backend would reach running every MAC at GEMM speed).
 
@@ -16,9 +16,10 @@ import argparse
 import os
 import platform
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -26,17 +27,19 @@ import onnxruntime as ort
 import torch
 import yaml
 
-from .bpu.compile import quantized_path
+from .artifact.manifest import Artifact, Manifest, read_manifest
+from .bpu.export import x3_graphs
 from .bpu.placement import node_macs
 from .decode import Backend, TorchBackend, ctc_greedy_search, stream_encode
 from .decode.bpu_backend import OnnxBpuBackend
-from .decode.onnx_backend import OnnxCpuBackend
+from .errors import EdgeAsrError
+from .evaluate.backends import open_backend
 from .evaluate.sherpa import SherpaRecognizer
 from .frontend import read_audio
 from .frontend.dataset import load_utterances
 from .model import load_model
 from .model.subsampling import min_input_frames
-from .paths import BPU, COMPILE, EXPORT_CPU, EXPORT_SHERPA
+from .paths import BPU, COMPILE, EXPORT
 
 
 @dataclass
@@ -79,6 +82,20 @@ def size_mb(*paths: Path) -> float:
     return round(sum(p.stat().st_size for p in paths if p.exists()) / 1e6, 2)
 
 
+# (artifact folder, manifest entry, row label): the artifacts timed beside PyTorch
+TIMED = ((EXPORT, "cpu", "onnxruntime float (cpu/)"), (BPU, "bpu_float", "X3 float graphs (onnxruntime)"),
+         (COMPILE, "quantized", "X3 INT8 {mode} (onnxruntime)"))
+
+
+def manifest_entry(folder: Path, name: str) -> Optional[Tuple[Manifest, Artifact]]:
+    """The manifest and its entry `name`, or None where the stage has not run in this workspace."""
+    try:
+        manifest = read_manifest(folder)
+    except EdgeAsrError:
+        return None
+    return (manifest, manifest.artifacts[name]) if name in manifest.artifacts else None
+
+
 def benchmark(workspace: Path, utts: int) -> Dict[str, object]:
     torch.set_num_threads(1)
     params = yaml.safe_load((workspace / "params.yaml").read_text())
@@ -89,30 +106,26 @@ def benchmark(workspace: Path, utts: int) -> Dict[str, object]:
     prepared = load_utterances(test_list, utts, min_input_frames(model.encoder.embed.right_context)).utterances
     feats = [p.feats for p in prepared]
     audio = sum(p.seconds for p in prepared)
-    cpu, bpu, compiled = workspace / EXPORT_CPU, workspace / BPU, workspace / COMPILE
-    quantized = (quantized_path(compiled, "encoder"), quantized_path(compiled, "ctc"))
-    backends: Dict[str, tuple] = {  # name -> (files it needs, constructor)
-        "pytorch eager": ((model_dir / "final.pt",), lambda: TorchBackend(model)),
-        "onnxruntime float (cpu/)": ((cpu / "encoder.onnx", cpu / "ctc.onnx"),
-                                     lambda: OnnxCpuBackend(cpu / "encoder.onnx", cpu / "ctc.onnx", None)),
-        "X3 float graphs (onnxruntime)": ((bpu / "encoder.onnx", bpu / "ctc.onnx"),
-                                          lambda: OnnxBpuBackend(bpu / "encoder.onnx", bpu / "ctc.onnx")),
-        "X3 INT8 emulated (onnxruntime)": (quantized, lambda: OnnxBpuBackend(*quantized)),
-    }
-    rows = []
-    for name, (files, make) in backends.items():
-        if not all(f.exists() for f in files):
-            rows.append(Row(name, float("nan"), None, 0.0, "not built in this workspace (dvc repro)"))
-            continue
-        size = size_mb(*files)
-        backend = make()
-        time_backend(backend, feats[:2], chunk, left)  # warm-up: session arenas, caches
-        seconds, chunks = time_backend(backend, feats, chunk, left)
-        rows.append(Row(name, seconds / audio, 1000.0 * seconds / max(chunks, 1), size))
-    if (workspace / EXPORT_SHERPA / "model.onnx").exists():
-        rows.append(time_sherpa(workspace, prepared, chunk, left, audio))
-    flops_per_chunk = graph_flops(bpu / "encoder.onnx") + graph_flops(bpu / "ctc.onnx")
-    chunk_seconds = chunk * OnnxBpuBackend(bpu / "encoder.onnx", bpu / "ctc.onnx").geometry.subsampling_rate * 0.01
+    rows = [time_row("pytorch eager", TorchBackend(model), feats, chunk, left, audio, size_mb(model_dir / "final.pt"))]
+    with ExitStack() as stack:
+        for folder, name, label in TIMED:
+            found = manifest_entry(workspace / folder, name)
+            if found is None:
+                rows.append(Row(label.format(mode=""), float("nan"), None, 0.0, "not built in this workspace (dvc repro)"))
+                continue
+            manifest, artifact = found
+            backend = open_backend(artifact, manifest.folder, 1, stack)
+            files = [artifact.path(manifest.folder, role) for role in artifact.files if role != "decoder"]
+            rows.append(time_row(label.format(mode=manifest.info.get("mode", "")), backend, feats, chunk, left, audio,
+                                 size_mb(*files)))
+        sherpa = manifest_entry(workspace / EXPORT, "sherpa")
+        if sherpa is not None:
+            manifest, artifact = sherpa
+            rows.append(time_sherpa(open_backend(artifact, manifest.folder, 1, stack), prepared, audio,
+                                    size_mb(artifact.path(manifest.folder, "model"))))
+    graphs = x3_graphs(workspace / BPU)
+    flops_per_chunk = sum(graph_flops(path) for path in graphs.values())
+    chunk_seconds = chunk * OnnxBpuBackend(graphs["encoder"], graphs["ctc"]).geometry.subsampling_rate * 0.01
     gemm = gemm_flops_per_second()
     return {
         "workspace": str(workspace), "model": params["model"]["name"], "chunk": chunk, "left": left,
@@ -125,16 +138,21 @@ def benchmark(workspace: Path, utts: int) -> Dict[str, object]:
     }
 
 
-def time_sherpa(workspace: Path, prepared, chunk: int, left: int, audio: float) -> Row:
-    sherpa_dir = workspace / EXPORT_SHERPA
-    recognizer = SherpaRecognizer(sherpa_dir, chunk, left, threads=1, wenet_frontend=True)
+def time_row(label: str, backend: Backend, feats: List[np.ndarray], chunk: int, left: int, audio: float,
+             size: float) -> Row:
+    time_backend(backend, feats[:2], chunk, left)  # warm-up: session arenas, caches
+    seconds, chunks = time_backend(backend, feats, chunk, left)
+    return Row(label, seconds / audio, 1000.0 * seconds / max(chunks, 1), size)
+
+
+def time_sherpa(recognizer: SherpaRecognizer, prepared, audio: float, size: float) -> Row:
     waves = [read_audio(p.utt.wav) for p in prepared]
     recognizer.transcribe(waves[0])
     start = time.perf_counter()
     for wave in waves:
         recognizer.transcribe(wave)
-    return Row("sherpa-onnx (C++, own front end)", (time.perf_counter() - start) / audio, None,
-               size_mb(sherpa_dir / "model.onnx"), "includes its feature extraction")
+    return Row("sherpa-onnx (C++, own front end)", (time.perf_counter() - start) / audio, None, size,
+               "includes its feature extraction")
 
 
 def table(result: Dict[str, object]) -> str:

@@ -64,6 +64,17 @@ def write_json(path: Path, obj: object) -> None:
     partial.replace(path)
 
 
+def read_json(path: Path, what: str, writer: Path) -> object:
+    """A contract file a stage wrote (a manifest, a reference's index): a missing or unparsable one is
+    a one-line error naming it and the folder whose stage writes it."""
+    if not path.is_file():
+        raise EdgeAsrError(f"{path}: not found (run the stage that writes {writer} first)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EdgeAsrError(f"{path}: not a valid {what} ({type(exc).__name__}: {exc})") from None
+
+
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> None:
     """A report table: UTF-8 CSV with a header of `columns` (other keys of a row are left out),
     written whole (renamed into place)."""

@@ -100,7 +100,6 @@ _SEARCH_RULES = {
 RULES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "streaming.chunk_size": _int_at_least(1),
     "streaming.num_decoding_left_chunks": _int_at_least(-1),
-    **{f"eval.{k}": rule for k, rule in _SEARCH_RULES.items()},
     **{f"compare.{k}": rule for k, rule in _SEARCH_RULES.items()},
     "export.opset": ((lambda v: _is_int(v) and 11 <= v <= 20), "an integer in [11, 20]"),
     "export.parity_utts": _int_at_least(1),
@@ -123,7 +122,11 @@ RULES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "model.train.decoder_only_share": ((lambda v: _is_number(v) and 0.0 <= v < 1.0), "a number in [0, 1)"),
     "model.train.frozen_norm_share": ((lambda v: _is_number(v) and 0.0 <= v <= 1.0), "a number in [0, 1]"),
     "data.synth.num_train": _int_at_least(1),
+    "compute.workers": _int_at_least(0),
+    "compute.shard_utts": _int_at_least(1),
 }
+# Sections that no stage declares, read by `load_section`: they cannot change any output.
+UNDECLARED_SECTIONS = ("compute",)
 
 
 def check_values(cfg: DictConfig, source: str) -> None:
@@ -173,6 +176,21 @@ def load_stage_params(stage: str, argv: Sequence[str] = (), root: Path = Path(".
     OmegaConf.set_struct(cfg, True)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def load_section(name: str, root: Path = Path(".")) -> DictConfig:
+    """A section of params.yaml that no stage declares (UNDECLARED_SECTIONS: where work runs, never what
+    it computes), checked by RULES; absent from an older params.yaml, it is the empty config."""
+    if name not in UNDECLARED_SECTIONS:
+        raise EdgeAsrError(f"params section {name!r} is not an undeclared one ({', '.join(UNDECLARED_SECTIONS)})")
+    params_path = root / "params.yaml"
+    if not params_path.is_file():
+        raise EdgeAsrError(f"{params_path}: not found (run from the project root)")
+    params = OmegaConf.load(params_path)
+    section = params.get(name) or OmegaConf.create({})
+    check_values(OmegaConf.create({name: section}), str(params_path))
+    OmegaConf.set_readonly(section, True)
+    return section
 
 
 def check_streaming(streaming: DictConfig) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 DEMO_CORPUS = Path("data/demo")  # synth
 RELEASE_CORPORA = Path("data/release")  # edgeasr.demo.release: training corpora, one per seed and size
 TRAINED_MODEL = Path("exp/trained_model")  # train
-EVAL_TORCH = Path("exp/eval_torch")  # eval_torch: hypotheses per utterance
+EVAL_TORCH = Path("exp/eval_torch")  # eval_torch: the PyTorch reference (hypotheses, CTC log-probs)
+DEV_REFERENCE = Path("exp/dev_reference")  # dev_reference: the reference on compile's dev utterances
 EXPORT = Path("exp/export")  # export: cpu/, gpu/offline|streaming/, sherpa/
 EXPORT_CPU = EXPORT / "cpu"
 EXPORT_GPU = EXPORT / "gpu"
@@ -20,6 +21,11 @@ BPU_CONFIG = Path("exp/bpu_config")  # bpu_config
 COMPILE = Path("exp/compile")  # compile: quantized graphs (emulated) or .bin + logs (hb_mapper)
 RKNN = Path("exp/rknn")  # compile_rknn: .rknn files, dataset lists, build logs, accuracy analyses
 RKNN_SIMULATION = Path("exp/rknn_simulation")  # eval_rknn: the simulator's job and log
+HYPS = Path("exp/hyps")  # per-utterance hypotheses of every evaluated artifact: <stage>/<set>/<artifact>.jsonl
+ONNX_HYPS = HYPS / "onnx"  # eval_onnx
+BPU_HYPS = HYPS / "bpu"  # eval_bpu
+QUANT_HYPS = HYPS / "quant"  # eval_quant
+RKNN_HYPS = HYPS / "rknn"  # eval_rknn
 
 METRICS = Path("metrics")
 TRAIN_METRICS = METRICS / "train.json"

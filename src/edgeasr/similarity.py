@@ -3,6 +3,8 @@
 float). Entries not finite in both are left out: masked attention scores and the top-K CTC outputs
 leave -inf behind."""
 
+from typing import List, Sequence
+
 import numpy as np
 
 
@@ -14,6 +16,14 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a[finite] - b[finite]).max()) if finite.any() else 0.0
 
 
+def cosine_parts(a: np.ndarray, b: np.ndarray) -> List[float]:
+    """(a.b, a.a, b.b) in float64 over the entries finite in both: one pair's share of a pooled cosine."""
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    finite = np.isfinite(a) & np.isfinite(b)
+    a, b = a[finite], b[finite]
+    return [float(a @ b), float(a @ a), float(b @ b)]
+
+
 class PooledCosine:
     """Cosine similarity of two signals pooled over many tensor pairs (samples, utterances).
     Entries not finite in both are left out (masked attention scores are -inf); 1.0 when both are zero."""
@@ -22,12 +32,14 @@ class PooledCosine:
         self.dot = self.aa = self.bb = 0.0
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
-        a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-        finite = np.isfinite(a) & np.isfinite(b)
-        a, b = a[finite], b[finite]
-        self.dot += float(a @ b)
-        self.aa += float(a @ a)
-        self.bb += float(b @ b)
+        self.add_parts(cosine_parts(a, b))
+
+    def add_parts(self, parts: Sequence[float]) -> None:
+        """Add one pair's (a.b, a.a, b.b), computed elsewhere (a worker) by `cosine_parts`."""
+        dot, aa, bb = parts
+        self.dot += dot
+        self.aa += aa
+        self.bb += bb
 
     def value(self) -> float:
         if self.aa == 0.0 and self.bb == 0.0:

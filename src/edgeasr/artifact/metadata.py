@@ -5,7 +5,7 @@ Keys follow WeNet's exporter (read by WeNet's onnxruntime runtime) plus sherpa-o
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping, Sequence, Tuple
 
 import onnx
 
@@ -28,6 +28,13 @@ class StreamGeometry:
     def from_metadata(cls, meta: Mapping[str, str]) -> "StreamGeometry":
         geometry = Geometry(int(meta["subsampling_rate"]), int(meta["right_context"]), int(meta["feature_size"]))
         return cls(geometry, int(meta["chunk_size"]), int(meta["left_chunks"]), int(meta["decoding_window"]))
+
+
+def check_streamed_as_exported(graph: str, exported: Tuple[int, int], asked: Tuple[int, int]) -> None:
+    """A fixed-cache graph runs only at the (chunk, left chunks) it was exported for."""
+    if tuple(asked) != tuple(exported):
+        raise ValueError(f"{graph} was exported for chunk {exported[0]} / left {exported[1]}, "
+                         f"asked for {asked[0]} / {asked[1]}")
 
 
 def model_geometry(model: ASRModel, chunk_size: int, num_left_chunks: int) -> Dict[str, object]:

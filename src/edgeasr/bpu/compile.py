@@ -5,17 +5,18 @@ node how far the quantized output is from the float one (cosine similarity): hb_
 when compiled, onnxruntime's QDQ emulation when emulated. Every result says which it is.
 """
 
-import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import onnx
 
+from ..artifact.manifest import CTC_MODES, Artifact
 from ..artifact.metadata import read_metadata, write_metadata
-from ..errors import EdgeAsrError
 from .calibration import calibration_folders, read_samples
+from .export import X3_GRAPHS
 from .hb_config import read_config, run_on_cpu_list, with_calibration_method, write_config
 from .hb_mapper import collect_outputs, parse_cosine_table, run_makertbin
 from .int8_groups import QuantGraph
@@ -24,8 +25,8 @@ from .quantize import node_cosines, output_cosine, write_qdq
 from .ranges import calibrate
 
 log = logging.getLogger(__name__)
-MODELS = ("ctc", "encoder")  # WeNet's X3 recipe compiles ctc first, then the encoder
-MANIFEST = "manifest.json"  # beside the compiled models: how they were made (read by eval_quant)
+MODELS = tuple(reversed(X3_GRAPHS))  # NOTE: WeNet's X3 recipe compiles ctc first, then the encoder
+QUANTIZED = "quantized"  # the manifest entry of the quantized graphs (emulated, or hb_mapper's)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ def compile_real(executable: str, name: str, config: dict, out_dir: Path) -> Dic
     write_config(config_path, config)
     text = run_makertbin(executable, config_path, folder / "hb_mapper_makertbin.log")
     files = collect_outputs(folder / "model_output", config["model_parameters"]["output_model_file_prefix"], folder)
+    # The quantized ONNX carries the float graph's metadata, the contract every backend asserts.
+    model = Path(config["model_parameters"]["onnx_model"])
+    write_metadata(quantized_path(out_dir, name), {**read_metadata(model), "quantization": "hb_mapper"})
     rows = [{"graph": name, "node": r.get("Node"), "op": r.get("Type"), "device": r.get("ON"),
              "cosine": r.get("Cosine Similarity")} for r in parse_cosine_table(text)]
     return {"files": files, "nodes": rows, "run_on_cpu": run_on_cpu_list(config)}
@@ -123,19 +127,26 @@ def compile_all(configs: Mapping[str, dict], graphs: Mapping[str, CalibratedGrap
     return report
 
 
-def write_manifest(out_dir: Path, report: Dict[str, object], worst: Sequence[dict]) -> None:
-    """out_dir/manifest.json, what later stages read: the mode (`compiled` by hb_mapper or
-    `emulated`), each model's files (relative to out_dir) and the worst nodes by cosine."""
-    manifest = {"mode": report["mode"], "files": {name: report[name]["files"] for name in MODELS},
-                "worst_nodes": list(worst)}
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+def bin_path(out_dir: Path, name: str) -> Path:
+    return out_dir / name / f"{name}.bin"
 
 
-def read_manifest(out_dir: Path) -> Dict[str, object]:
-    path = out_dir / MANIFEST
-    if not path.is_file():
-        raise EdgeAsrError(f"{path}: not found (run `dvc repro compile` first)")
-    return json.loads(path.read_text())
+def compile_artifacts(out_dir: Path, mode: str, float_graphs: Mapping[str, Path]) -> Dict[str, Artifact]:
+    """exp/compile's manifest entries: the quantized graphs (what is evaluated: the emulation's, or the
+    `*_quantized_model.onnx` hb_mapper writes), and with hb_mapper the `.bin` files (not runnable here)."""
+    def rel(path: Path) -> str:
+        return os.path.relpath(path, out_dir)
+
+    made = ("hb_mapper makertbin: its *_quantized_model.onnx, run by onnxruntime" if mode == "compiled"
+            else "INT8 emulated by onnxruntime (QDQ from hb_mapper's calibration method), not hb_mapper")
+    artifacts = {QUANTIZED: Artifact("x3_onnx", {name: rel(quantized_path(out_dir, name)) for name in X3_GRAPHS},
+                                     "streaming", CTC_MODES, True, made, options={"protocol": "exact"},
+                                     cosine_to={name: rel(float_graphs[name]) for name in X3_GRAPHS})}
+    if mode == "compiled":
+        artifacts["x3_bin"] = Artifact("x3_bin", {name: rel(bin_path(out_dir, name)) for name in X3_GRAPHS},
+                                       "streaming", CTC_MODES, False, "hb_mapper makertbin", runnable=False,
+                                       reason="hb_mapper's .bin runs only on the X3 board's BPU runtime")
+    return artifacts
 
 
 def worst_nodes(rows: Sequence[dict], count: int = 10) -> List[dict]:

@@ -12,6 +12,7 @@ from typing import Dict, Mapping, Sequence, Tuple
 import onnx
 import torch
 
+from ..artifact.manifest import CTC_MODES, Artifact, read_manifest
 from ..artifact.metadata import model_geometry, write_metadata
 from ..artifact.onnx_io import default_opset, export_graph
 from ..errors import EdgeAsrError
@@ -21,6 +22,8 @@ from .placement import placement_report, write_placement
 
 OPSET = 11
 MAX_IR_VERSION = 7
+X3_GRAPHS = ("encoder", "ctc")  # the two graphs of the X3 path, in the order they run
+FLOAT_ARTIFACT = "bpu_float"  # the manifest entry every later X3 / RK3588 stage takes the graphs from
 # NOTE: WeNet's board runtime (runtime/horizonbpu/bpu/bpu_asr_model.cc) fills att_mask and copies
 # the caches into the input tensors in NCHW order, and WeNet's exporter writes NCHW for both the
 # training and the runtime layout. NHWC here would make hb_mapper insert a transpose that reads
@@ -87,3 +90,24 @@ def export_bpu(model: ASRModel, encoder: BpuEncoder, ctc: BpuCtc, out_dir: Path)
     for path in paths.values():  # placed once, here: bpu_config and compile read the file
         write_placement(path, placement_report(path))
     return paths
+
+
+def x3_artifacts(out: Path, paths: Mapping[str, Path], parity: Mapping[str, float],
+                 tolerance: Mapping[str, float]) -> Dict[str, Artifact]:
+    """exp/bpu's manifest entries: the float graphs fed as WeNet's board runtime feeds them, with the
+    last window's padding masked (`exact`: frame for frame PyTorch's) and as the runtime does today
+    (`board`: padding visible, every frame of the last chunk decoded; its frames do not align)."""
+    files = {name: str(paths[name].relative_to(out)) for name in X3_GRAPHS}
+    made = "export_bpu (exact 4-D rewrite, float32, opset 11)"
+    return {
+        FLOAT_ARTIFACT: Artifact("x3_onnx", files, "streaming", CTC_MODES, True, made + ", exact protocol",
+                                 options={"protocol": "exact"}, tolerance=dict(tolerance), parity=dict(parity)),
+        "bpu_float_board": Artifact("x3_onnx", files, "streaming", CTC_MODES, False,
+                                    made + ", WeNet's board protocol (padding visible)", options={"protocol": "board"}),
+    }
+
+
+def x3_graphs(folder: Path) -> Dict[str, Path]:
+    """graph name -> the float X3 graph export_bpu wrote (from its manifest)."""
+    artifact = read_manifest(folder).artifacts[FLOAT_ARTIFACT]
+    return {name: artifact.path(folder, name) for name in X3_GRAPHS}

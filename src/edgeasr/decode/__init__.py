@@ -1,4 +1,6 @@
-"""Decoding over a backend-neutral interface (PyTorch here; onnxruntime backends plug in the same way)."""
+"""Decoding over a backend-neutral interface: PyTorch (`backend`), onnxruntime over the exported graphs
+(`onnx_backend`: cpu, gpu, sherpa; `bpu_backend`: the X3 graphs, float or quantized, or any runner of
+them), one streaming driver and the searches."""
 
 from ..model.subsampling import Geometry
 from .backend import Backend, TorchBackend

@@ -45,13 +45,15 @@ class ScoringBackend(ABC):
     """For backends whose decoder returns per-hypothesis scores: rescoring is then shared Python."""
 
     @abstractmethod
-    def rescore(self, encoder_out: np.ndarray, hyps: Sequence[Hyp]) -> Tuple[np.ndarray, np.ndarray]:
-        """(T', D) and N hypotheses -> (N,) left-to-right and (N,) right-to-left decoder scores."""
+    def rescore(self, encoder_out: np.ndarray, hyps: Sequence[Hyp], reverse_weight: float
+                ) -> Tuple[np.ndarray, np.ndarray]:
+        """(T', D) and N hypotheses -> (N,) left-to-right and (N,) right-to-left decoder scores
+        (the right-to-left ones may be zeros where reverse_weight is 0: they are not used then)."""
 
     def pick_rescored(
         self, encoder_out: np.ndarray, beam: Sequence[Tuple[Hyp, float]], ctc_weight: float, reverse_weight: float
     ) -> Tuple[Hyp, float]:
-        scores, r_scores = self.rescore(encoder_out, [h for h, _ in beam])
+        scores, r_scores = self.rescore(encoder_out, [h for h, _ in beam], reverse_weight)
         return attention_rescoring(beam, scores, r_scores, ctc_weight, reverse_weight)
 
 
@@ -66,13 +68,12 @@ class TorchStreamState:
 class TorchBackend(ScoringBackend):
     """The reference: edgeasr's PyTorch model, eager, no grad."""
 
-    def __init__(self, model: ASRModel, reverse_weight: float = 0.0):
+    def __init__(self, model: ASRModel):
         self.model = model.eval()
         embed = model.encoder.embed
         self.geometry = Geometry(embed.subsampling_rate, embed.right_context, model.encoder.input_size)
         self.has_decoder = model.decoder is not None
         self.sos, self.eos = model.sos, model.eos
-        self.reverse_weight = reverse_weight
 
     @torch.no_grad()
     def encode(self, feats: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -92,7 +93,8 @@ class TorchBackend(ScoringBackend):
         return y[0].numpy(), self.model.ctc.log_softmax(y)[0].numpy(), next_state
 
     @torch.no_grad()
-    def rescore(self, encoder_out: np.ndarray, hyps: Sequence[Hyp]) -> Tuple[np.ndarray, np.ndarray]:
+    def rescore(self, encoder_out: np.ndarray, hyps: Sequence[Hyp], reverse_weight: float
+                ) -> Tuple[np.ndarray, np.ndarray]:
         n = len(hyps)
         hyps_pad = pad_list([torch.tensor(h, dtype=torch.long) for h in hyps], IGNORE_ID)
         hyps_lens = torch.tensor([len(h) for h in hyps], dtype=torch.long)
@@ -100,9 +102,9 @@ class TorchBackend(ScoringBackend):
         r_ys_in, _ = add_sos_eos(reverse_pad_list(hyps_pad, hyps_lens, IGNORE_ID), self.sos, self.eos, IGNORE_ID)
         memory = torch.from_numpy(encoder_out).unsqueeze(0).repeat(n, 1, 1)
         memory_mask = torch.ones(n, 1, memory.size(1), dtype=torch.bool)
-        out, r_out, _ = self.model.decoder(memory, memory_mask, ys_in, hyps_lens + 1, r_ys_in, self.reverse_weight)
+        out, r_out, _ = self.model.decoder(memory, memory_mask, ys_in, hyps_lens + 1, r_ys_in, reverse_weight)
         scores = sequence_scores(torch.log_softmax(out, -1).numpy(), hyps, self.eos)
-        if self.reverse_weight > 0 and r_out.dim() == 3:  # only a bitransformer has a right decoder
+        if reverse_weight > 0 and r_out.dim() == 3:  # only a bitransformer has a right decoder
             r_scores = sequence_scores(torch.log_softmax(r_out, -1).numpy(), hyps, self.eos, reverse=True)
         else:
             r_scores = np.zeros(n)

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
-from ..artifact.metadata import StreamGeometry, read_metadata
+from ..artifact.metadata import StreamGeometry, check_streamed_as_exported, read_metadata
 from ..artifact.onnx_io import graph_inputs, session
 from ..model.mask import cache_slot_mask
 from ..model.subsampling import output_frames
@@ -69,9 +69,7 @@ class OnnxBpuBackend:
         raise ValueError("the X3 encoder is a streaming model: decode it with chunk_size > 0")
 
     def start_stream(self, chunk_size: int, num_left_chunks: int) -> BpuStreamState:
-        if (chunk_size, num_left_chunks) != (self.chunk_size, self.num_left_chunks):
-            raise ValueError(f"X3 encoder exported for chunk {self.chunk_size} / left {self.num_left_chunks}, "
-                             f"asked for {chunk_size} / {num_left_chunks}")
+        check_streamed_as_exported("the X3 encoder", (self.chunk_size, self.num_left_chunks), (chunk_size, num_left_chunks))
         return BpuStreamState(0, np.zeros(self.shapes["att_cache"], np.float32),
                               np.zeros(self.shapes["cnn_cache"], np.float32))
 

@@ -6,7 +6,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..artifact.metadata import StreamGeometry, read_metadata
+from ..artifact.metadata import StreamGeometry, check_streamed_as_exported, read_metadata
 from ..artifact.onnx_io import session
 from ..model.mask import cache_slot_mask
 from .backend import ScoringBackend
@@ -47,11 +47,7 @@ class OnnxCpuBackend(ScoringBackend):
         raise ValueError("cpu/encoder.onnx is a streaming model: decode it with chunk_size > 0")
 
     def start_stream(self, chunk_size: int, num_left_chunks: int) -> OnnxStreamState:
-        if (chunk_size, num_left_chunks) != (self.chunk_size, self.num_left_chunks):
-            raise ValueError(
-                f"encoder.onnx was exported for chunk {self.chunk_size} / left {self.num_left_chunks}, "
-                f"asked for {chunk_size} / {num_left_chunks}"
-            )
+        check_streamed_as_exported("encoder.onnx", (self.chunk_size, self.num_left_chunks), (chunk_size, num_left_chunks))
         return OnnxStreamState(
             0, 0, np.zeros(self.att_cache_shape, np.float32), np.zeros(self.cnn_cache_shape, np.float32)
         )
@@ -77,7 +73,9 @@ class OnnxCpuBackend(ScoringBackend):
         next_state = OnnxStreamState(state.offset + out.shape[1], state.chunks_done + 1, att_cache, cnn_cache)
         return out[0], log_probs, next_state
 
-    def rescore(self, encoder_out: np.ndarray, hyps: Sequence[Hyp]) -> Tuple[np.ndarray, np.ndarray]:
+    def rescore(self, encoder_out: np.ndarray, hyps: Sequence[Hyp], reverse_weight: float
+                ) -> Tuple[np.ndarray, np.ndarray]:
+        """decoder.onnx computes both directions; reverse_weight only weighs them (ScoringBackend)."""
         length = max(len(h) for h in hyps) + 1
         pad = np.full((len(hyps), length), self.eos, dtype=np.int64)
         pad[:, 0] = self.sos
@@ -104,15 +102,19 @@ class OnnxGpuBackend:
     The streaming graph returns WeNet's top-K CTC log-probs per frame; the other entries are -inf,
     which leaves greedy search and a prefix beam of width <= K unchanged."""
 
-    def __init__(self, encoder: Path, encoder_streaming: Optional[Path], decoder: Optional[Path], threads: int = 1):
-        meta = read_metadata(encoder, ("wenet_gpu",))
+    def __init__(self, encoder: Optional[Path], encoder_streaming: Optional[Path], decoder: Optional[Path],
+                 threads: int = 1):
+        """encoder (offline) and encoder_streaming: either may be None (not exported, or not needed)."""
+        if encoder is None and encoder_streaming is None:
+            raise ValueError("OnnxGpuBackend needs an offline or a streaming encoder")
+        meta = read_metadata(encoder if encoder is not None else encoder_streaming, ("wenet_gpu",))
         stream = StreamGeometry.from_metadata(meta)
         self.geometry, self.chunk_size, self.num_left_chunks = stream.input, stream.chunk_size, stream.num_left_chunks
         self.window = stream.decoding_window
         self.vocab_size = int(meta["vocab_size"])
         self.sos, self.eos = int(meta["sos_symbol"]), int(meta["eos_symbol"])
         self.weights = (float(meta["ctc_weight"]), float(meta["reverse_weight"]))
-        self.encoder = session(encoder, threads)
+        self.encoder = session(encoder, threads) if encoder is not None else None
         self.streaming = session(encoder_streaming, threads) if encoder_streaming is not None else None
         self.streaming_inputs = [i.name for i in self.streaming.get_inputs()] if self.streaming else []
         self.streaming_outputs = [o.name for o in self.streaming.get_outputs()] if self.streaming else []
@@ -125,6 +127,8 @@ class OnnxGpuBackend:
         self.cnn_cache_shape = (1, layers, d, int(meta["cnn_module_kernel"]) - 1)
 
     def encode(self, feats: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        if self.encoder is None:
+            raise ValueError("gpu/offline/encoder.onnx was not given: this backend streams only")
         out, lens, log_probs, _, _ = self.encoder.run(
             None, {"speech": feats[None].astype(np.float32), "speech_lengths": np.array([feats.shape[0]], np.int32)}
         )
@@ -134,11 +138,8 @@ class OnnxGpuBackend:
     def start_stream(self, chunk_size: int, num_left_chunks: int) -> GpuStreamState:
         if self.streaming is None:
             raise ValueError("gpu/streaming/ was not exported for this model (metrics/export.json says why)")
-        if (chunk_size, num_left_chunks) != (self.chunk_size, self.num_left_chunks):
-            raise ValueError(
-                f"gpu/streaming/encoder.onnx was exported for chunk {self.chunk_size} / left {self.num_left_chunks}, "
-                f"asked for {chunk_size} / {num_left_chunks}"
-            )
+        check_streamed_as_exported("gpu/streaming/encoder.onnx", (self.chunk_size, self.num_left_chunks),
+                                   (chunk_size, num_left_chunks))
         return GpuStreamState(
             np.zeros((1, 1), np.int64),
             np.zeros(self.att_cache_shape, np.float32),

@@ -26,6 +26,7 @@ class DecodeOptions:
 class Recognition:
     hyps: Dict[str, List[int]]  # mode -> token ids
     log_probs: np.ndarray  # (T', V) CTC log-probabilities the searches ran on
+    encoder_out: np.ndarray  # (T', D) encoder frames (what attention rescoring attends to)
 
 
 def recognize(backend: Backend, feats: np.ndarray, opts: DecodeOptions) -> Recognition:
@@ -38,7 +39,7 @@ def recognize(backend: Backend, feats: np.ndarray, opts: DecodeOptions) -> Recog
     else:
         enc, log_probs = backend.encode(feats)
     if enc.shape[0] == 0:
-        return Recognition({mode: [] for mode in opts.modes}, log_probs)
+        return Recognition({mode: [] for mode in opts.modes}, log_probs, enc)
     result: Dict[str, List[int]] = {}
     if "ctc_greedy" in opts.modes:
         result["ctc_greedy"] = ctc_greedy_search(log_probs)
@@ -51,4 +52,4 @@ def recognize(backend: Backend, feats: np.ndarray, opts: DecodeOptions) -> Recog
                 raise ValueError("attention_rescoring needs a model with an attention decoder")
             best, _ = backend.pick_rescored(enc, beam, opts.ctc_weight, opts.reverse_weight)
             result["attention_rescoring"] = list(best)
-    return Recognition(result, log_probs)
+    return Recognition(result, log_probs, enc)

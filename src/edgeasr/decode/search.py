@@ -1,7 +1,6 @@
 """CTC and attention-rescoring search on plain arrays (backend-neutral), with WeNet's arithmetic."""
 
 import math
-from collections import defaultdict
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -34,35 +33,70 @@ def ctc_greedy_search(log_probs: np.ndarray, blank: int = 0) -> List[int]:
     return remove_duplicates_and_blank(log_probs.argmax(axis=1).tolist(), blank)
 
 
+def _log_add2(a: float, b: float) -> float:
+    """log_add(a, b) with log_add's exact arithmetic (the same max, exps and sum order)."""
+    m = a if a > b else b
+    if m == -math.inf:
+        return m
+    return m + math.log(math.exp(a - m) + math.exp(b - m))
+
+
+def _log_add3(a: float, b: float, c: float) -> float:
+    m = a if a > b else b
+    m = m if m > c else c
+    if m == -math.inf:
+        return m
+    return m + math.log(math.exp(a - m) + math.exp(b - m) + math.exp(c - m))
+
+
 def ctc_prefix_beam_search(log_probs: np.ndarray, beam_size: int, blank: int = 0) -> List[Tuple[Hyp, float]]:
     """(T, V) -> up to `beam_size` (prefix, log P(prefix)) best first.
 
     Per frame only the `beam_size` most likely tokens extend the beam (WeNet's first pruning);
-    each prefix keeps (log P ending in blank, log P ending in non-blank)."""
-    neg_inf = -float("inf")
-    cur: List[Tuple[Hyp, Tuple[float, float]]] = [((), (0.0, neg_inf))]
-    for logp in log_probs:
-        top = np.argsort(-logp, kind="stable")[:beam_size]
-        nxt: Dict[Hyp, Tuple[float, float]] = defaultdict(lambda: (neg_inf, neg_inf))
-        for s in top.tolist():
-            ps = float(logp[s])
-            for prefix, (pb, pnb) in cur:
-                last = prefix[-1] if prefix else None
+    each prefix keeps (log P ending in blank, log P ending in non-blank).
+
+    NOTE: written for speed in plain Python (top tokens of every frame in one stable argsort, rows as
+    Python floats, two- and three-term log_add): the same operations in the same order as the
+    textbook form, so hypotheses and scores are identical to it (tests/test_search.py)."""
+    neg_inf = -math.inf
+    if log_probs.shape[0] == 0:
+        return [((), 0.0)]
+    tops = np.argsort(-log_probs, axis=1, kind="stable")[:, :beam_size].tolist()
+    rows = log_probs.tolist()
+    cur: List[Tuple[Hyp, float, float]] = [((), 0.0, neg_inf)]
+    for logp, top in zip(rows, tops):
+        nxt: Dict[Hyp, List[float]] = {}
+        for s in top:
+            ps = logp[s]
+            for prefix, pb, pnb in cur:
                 if s == blank:
-                    n_pb, n_pnb = nxt[prefix]
-                    nxt[prefix] = (log_add(n_pb, pb + ps, pnb + ps), n_pnb)
-                elif s == last:
-                    n_pb, n_pnb = nxt[prefix]
-                    nxt[prefix] = (n_pb, log_add(n_pnb, pnb + ps))  # *s + s -> *s
-                    n_prefix = prefix + (s,)
-                    n_pb, n_pnb = nxt[n_prefix]
-                    nxt[n_prefix] = (n_pb, log_add(n_pnb, pb + ps))  # *s + blank + s -> *ss
+                    entry = nxt.get(prefix)
+                    if entry is None:
+                        nxt[prefix] = [_log_add3(neg_inf, pb + ps, pnb + ps), neg_inf]
+                    else:
+                        entry[0] = _log_add3(entry[0], pb + ps, pnb + ps)
+                    continue
+                extended = prefix + (s,)
+                if prefix and s == prefix[-1]:
+                    entry = nxt.get(prefix)  # *s + s -> *s
+                    if entry is None:
+                        nxt[prefix] = [neg_inf, _log_add2(neg_inf, pnb + ps)]
+                    else:
+                        entry[1] = _log_add2(entry[1], pnb + ps)
+                    entry = nxt.get(extended)  # *s + blank + s -> *ss
+                    if entry is None:
+                        nxt[extended] = [neg_inf, _log_add2(neg_inf, pb + ps)]
+                    else:
+                        entry[1] = _log_add2(entry[1], pb + ps)
                 else:
-                    n_prefix = prefix + (s,)
-                    n_pb, n_pnb = nxt[n_prefix]
-                    nxt[n_prefix] = (n_pb, log_add(n_pnb, pb + ps, pnb + ps))
-        cur = sorted(nxt.items(), key=lambda kv: log_add(*kv[1]), reverse=True)[:beam_size]
-    return [(prefix, log_add(pb, pnb)) for prefix, (pb, pnb) in cur]
+                    entry = nxt.get(extended)
+                    if entry is None:
+                        nxt[extended] = [neg_inf, _log_add3(neg_inf, pb + ps, pnb + ps)]
+                    else:
+                        entry[1] = _log_add3(entry[1], pb + ps, pnb + ps)
+        scored = sorted(((_log_add2(v[0], v[1]), k, v) for k, v in nxt.items()), key=lambda x: x[0], reverse=True)
+        cur = [(k, v[0], v[1]) for _, k, v in scored[:beam_size]]
+    return [(prefix, _log_add2(pb, pnb)) for prefix, pb, pnb in cur]
 
 
 def sequence_scores(log_probs: np.ndarray, hyps: Sequence[Hyp], eos: int, reverse: bool = False) -> np.ndarray:

@@ -4,9 +4,10 @@ that keeps CER within a budget.
 Groups of nodes by module scope: `bpu.int8_groups`.
 
 Each measurement quantizes a subset of the BPU nodes with the ranges computed once per graph
-(`bpu.quantize.calibrate`), streams the development utterances through the two graphs exactly as
-eval_quant does, and scores CTC greedy against the references; CER − PyTorch is against the
-PyTorch model decoded on the same utterances with the same chunking.
+(`bpu.ranges.calibrate`, through `bpu.compile.calibrate_graph`), streams the development utterances
+through the two graphs exactly as eval_quant does, and scores CTC greedy against the references;
+CER − PyTorch is against the PyTorch reference of the same utterances and chunking, decoded once by
+the dev_reference stage (`evaluate.reference`).
 """
 
 import time
@@ -19,15 +20,17 @@ from tqdm import tqdm
 
 from ..bpu.int8_groups import QuantGraph
 from ..bpu.quantize import write_qdq
-from ..decode import Backend, TorchBackend, ctc_greedy_search, stream_encode
+from ..decode import DecodeOptions, ctc_greedy_search, stream_encode
 from ..decode.bpu_backend import OnnxBpuBackend
 from ..errors import EdgeAsrError
-from ..frontend.dataset import PreparedUtterance, load_utterances
-from ..frontend.tokens import detokenize
-from ..model import load_model
-from ..model.subsampling import min_input_frames
+from ..frontend.dataset import PreparedUtterance
+from ..frontend.tokens import detokenize, id_to_token
 from ..similarity import PooledCosine
 from .cer import score
+from .reference import ReferenceSet, load_reference_utterances, read_reference, reference_symbols
+
+DEV_SET = "dev"  # the set name of the dev reference (stages/dev_reference.py)
+STUDY_MODES = ("ctc_greedy",)  # what the study scores
 
 @dataclass(frozen=True)
 class DevScore:
@@ -50,10 +53,11 @@ class DevScorer:
     reference_cer: float = field(init=False)
     float_outputs: List[Tuple[np.ndarray, np.ndarray]] = field(init=False)
 
-    def prime(self, pytorch: Backend, float_graphs: OnnxBpuBackend) -> None:
-        hyps = [self._hyp(stream_encode(pytorch, p.feats, self.chunk_size, self.num_left_chunks)[1])
-                for p in tqdm(self.prepared, desc="dev: PyTorch", unit="utt")]
-        self.reference_cer = self._cer(hyps)
+    def prime(self, reference: ReferenceSet, float_graphs: OnnxBpuBackend) -> None:
+        """reference: PyTorch's hypotheses of these utterances; the float graphs are streamed here."""
+        reference.check_utterances([p.utt.key for p in self.prepared])
+        reference.check_context("streaming", DecodeOptions(self.chunk_size, self.num_left_chunks, modes=STUDY_MODES))
+        self.reference_cer = self._cer([h["streaming"]["ctc_greedy"] for h in reference.hyps])
         self.float_outputs = [stream_encode(float_graphs, p.feats, self.chunk_size, self.num_left_chunks)
                               for p in tqdm(self.prepared, desc="dev: float graphs", unit="utt")]
 
@@ -177,16 +181,15 @@ def study_settings(dev_list: Optional[str], sensitivity_utts: int, max_cer_delta
     return (Path(dev_list), sensitivity_utts) if enabled else None
 
 
-def dev_scorer(model_dir: Path, dev_list: Path, max_utts: int, float_encoder: Path, float_ctc: Path,
+def dev_scorer(reference_dir: Path, dev_list: Path, max_utts: int, float_encoder: Path, float_ctc: Path,
                threads: int) -> DevScorer:
-    """The dev utterances (eval's data policy), decoded by PyTorch and by the float X3 graphs at the
-    graphs' own chunk and left chunks."""
-    model, _, symbols = load_model(model_dir)
+    """The dev utterances (eval's data policy) with PyTorch's reference hypotheses (dev_reference), and
+    the float X3 graphs streamed at their own chunk and left chunks."""
     float_graphs = OnnxBpuBackend(float_encoder, float_ctc, "exact", threads)
-    prepared = load_utterances(dev_list, max_utts, min_input_frames(model.encoder.embed.right_context)).utterances
+    prepared = load_reference_utterances(reference_dir, DEV_SET, str(dev_list), max_utts)
     scorer = DevScorer(prepared, float_graphs.chunk_size, float_graphs.num_left_chunks,
-                       {i: t for t, i in symbols.items()}, threads)
-    scorer.prime(TorchBackend(model), float_graphs)
+                       id_to_token(reference_symbols(reference_dir)), threads)
+    scorer.prime(read_reference(reference_dir, DEV_SET), float_graphs)
     return scorer
 
 

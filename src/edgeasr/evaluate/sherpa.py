@@ -12,27 +12,27 @@ from pathlib import Path
 import numpy as np
 
 from ..frontend import SAMPLE_RATE
+from ..frontend.fbank import NUM_MEL_BINS, sherpa_feature_settings
 
 
 class SherpaRecognizer:
-    def __init__(self, model_dir: Path, chunk_size: int, num_left_chunks: int, threads: int = 1, wenet_frontend: bool = True):
+    def __init__(self, model: Path, tokens: Path, chunk_size: int, num_left_chunks: int, threads: int = 1,
+                 wenet_frontend: bool = True):
         import sherpa_onnx  # optional at import time of edgeasr; required by eval_onnx
 
         self.recognizer = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
-            tokens=str(model_dir / "tokens.txt"),
-            model=str(model_dir / "model.onnx"),
+            tokens=str(tokens),
+            model=str(model),
             chunk_size=chunk_size,
             num_left_chunks=num_left_chunks,
             num_threads=threads,
             sample_rate=SAMPLE_RATE,
-            feature_dim=80,
+            feature_dim=NUM_MEL_BINS,
             decoding_method="greedy_search",
         )
         if wenet_frontend:
             config = self.recognizer.config
-            config.feat_config = sherpa_onnx.FeatureExtractorConfig(
-                sampling_rate=SAMPLE_RATE, feature_dim=80, low_freq=20.0, high_freq=0.0, dither=0.0, snip_edges=True
-            )
+            config.feat_config = sherpa_onnx.FeatureExtractorConfig(**sherpa_feature_settings())
             self.recognizer.recognizer = type(self.recognizer.recognizer)(config)
 
     def transcribe(self, samples: np.ndarray) -> str:

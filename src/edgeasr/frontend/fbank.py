@@ -13,6 +13,9 @@ from .audio import SAMPLE_RATE
 NUM_MEL_BINS = 80
 FRAME_LENGTH_MS = 25.0
 FRAME_SHIFT_MS = 10.0
+LOW_FREQ_HZ = 20.0
+HIGH_FREQ_HZ = 0.0  # 0 = Nyquist (Kaldi's convention; sherpa-onnx's default is -400, i.e. Nyquist - 400 Hz)
+SNIP_EDGES = True  # sherpa-onnx's default is false
 
 
 def wenet_dataset_conf(num_mel_bins: int = NUM_MEL_BINS) -> dict:
@@ -34,13 +37,20 @@ def fbank_options(num_mel_bins: int = NUM_MEL_BINS) -> knf.FbankOptions:
     opts.frame_opts.preemph_coeff = 0.97
     opts.frame_opts.remove_dc_offset = True
     opts.frame_opts.window_type = "povey"
-    opts.frame_opts.snip_edges = True
+    opts.frame_opts.snip_edges = SNIP_EDGES
     opts.mel_opts.num_bins = num_mel_bins
-    opts.mel_opts.low_freq = 20.0
-    opts.mel_opts.high_freq = 0.0  # 0 = Nyquist
+    opts.mel_opts.low_freq = LOW_FREQ_HZ
+    opts.mel_opts.high_freq = HIGH_FREQ_HZ
     opts.use_energy = False
     opts.energy_floor = 0.0
     return opts
+
+
+def sherpa_feature_settings(num_mel_bins: int = NUM_MEL_BINS) -> dict:
+    """These settings under the names of sherpa-onnx's FeatureExtractorConfig (what a WeNet model needs
+    there; sherpa-onnx's own defaults differ in high_freq and snip_edges)."""
+    return {"sampling_rate": SAMPLE_RATE, "feature_dim": num_mel_bins, "low_freq": LOW_FREQ_HZ,
+            "high_freq": HIGH_FREQ_HZ, "dither": 0.0, "snip_edges": SNIP_EDGES}
 
 
 def compute_fbank(samples: np.ndarray, num_mel_bins: int = NUM_MEL_BINS) -> np.ndarray:

@@ -27,7 +27,7 @@ ARTIFACTS = {  # artifact -> (metrics file, path to its streaming family inside 
     "pytorch": (str(TORCH_METRICS), ("streaming",)),
     "onnx_cpu": (str(ONNX_METRICS), ("cpu",)),
     "bpu_float": (str(BPU_METRICS), ("bpu_float",)),
-    "quantized": (str(QUANT_METRICS), ()),
+    "quantized": (str(QUANT_METRICS), ("quantized",)),
 }
 MODE = "ctc_greedy"
 

@@ -12,17 +12,25 @@ shapes, and on the 4-D graph it places every compute op but the attention mask's
     <out>/<model>.analysis/      accuracy_analysis on the first calibration sample (error_analysis.txt)
 """
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from ..artifact.manifest import CTC_MODES, Artifact
+from ..bpu.export import X3_GRAPHS
 from ..bpu.int8_groups import node_group
 from .dataset import first_sample, write_dataset
 from .reports import parse_accuracy, parse_layer_table
-from .toolkit import rknn_config, run_build
+from .toolkit import TOOLKIT_REQUIREMENTS, rknn_config, run_build
 
 TARGET = "rk3588"  # the `npu` option these stages serve, and rknn.config's target_platform
-MODELS = ("encoder", "ctc")
+ARTIFACT = "rk3588_int8"  # the manifest entry of the compiled models
+# NOTE: rknn-toolkit2 2.5.0's simulator runs only a model built in its own session ("RKNN model that
+# loaded by 'load_rknn' not support inference on the simulator"), so evaluation rebuilds from the
+# inputs the .rknn files were compiled from (the same ONNX graphs, dataset lists and config).
+SIMULATED = ("rknn-toolkit2's x86 simulator, the models rebuilt in its session from the ONNX graphs, dataset "
+             "lists and config the .rknn files were compiled from (the simulator cannot run a loaded .rknn)")
 IO_OPS = ("InputOperator", "OutputOperator")  # the runtime's tensor hand-offs, listed on the CPU
 WORST_LAYERS = 5
 
@@ -73,14 +81,30 @@ def build_model(python: Path, npu: Mapping[str, Any], model: str, graph: Path, c
     return metrics, accuracy, ops
 
 
-def compile_rknn(python: Path, npu: Mapping[str, Any], graphs: Path, calibration: Path,
+def compile_rknn(python: Path, npu: Mapping[str, Any], graphs: Mapping[str, Path], calibration: Path,
                  out: Path) -> Tuple[Dict[str, Any], List[Dict[str, object]], List[Dict[str, object]]]:
-    """Build both graphs; returns (metrics, accuracy rows, op rows), rows tagged with their graph."""
+    """Build both graphs (name -> float X3 graph); returns (metrics, accuracy rows, op rows), rows
+    tagged with their graph."""
     metrics: Dict[str, Any] = {"target": npu["name"], "config": rknn_config(npu)}
     accuracy_rows: List[Dict[str, object]] = []
     op_rows: List[Dict[str, object]] = []
-    for model in MODELS:
-        metrics[model], accuracy, ops = build_model(python, npu, model, graphs / f"{model}.onnx", calibration, out)
+    for model in X3_GRAPHS:
+        metrics[model], accuracy, ops = build_model(python, npu, model, graphs[model], calibration, out)
         accuracy_rows += [{"graph": model, **row} for row in accuracy]
         op_rows += [{"graph": model, **row} for row in ops]
     return metrics, accuracy_rows, op_rows
+
+
+def rknn_artifacts(out: Path, npu: Mapping[str, Any], graphs: Mapping[str, Path]) -> Dict[str, Artifact]:
+    """exp/rknn's manifest entry: the .rknn files, and what the simulator rebuilds them from."""
+    def rel(path: Path) -> str:
+        return os.path.relpath(path, out)
+
+    files = {}
+    for model in X3_GRAPHS:
+        files.update({model: rel(rknn_path(out, model)), f"{model}_onnx": rel(graphs[model]),
+                      f"{model}_dataset": rel(out / "dataset" / f"{model}.txt")})
+    return {ARTIFACT: Artifact("rknn_simulator", files, "streaming", CTC_MODES, True,
+                               f"{TOOLKIT_REQUIREMENTS[0]} INT8 for the {TARGET}; evaluated in {SIMULATED}",
+                               options={"config": rknn_config(npu), "speed": "simulator"},
+                               cosine_to={model: rel(graphs[model]) for model in X3_GRAPHS})}

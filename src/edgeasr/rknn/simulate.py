@@ -2,33 +2,41 @@
 
 The simulator runs only a model built in its own session (rknn-toolkit2 2.5.0, load_rknn() then
 init_runtime() with no target: "RKNN model that loaded by 'load_rknn' not support inference on the
-simulator"), so it rebuilds from what compile_rknn compiled: the same ONNX graphs, dataset
-list and rknn.config(). NOTE: two builds of the same inputs are not byte-identical files (1294 of
-31116 bytes differed between two consecutive builds of the demo's CTC graph), so the check is
-numerical: the simulated outputs' cosine to the float graphs, reported beside the CER. The models
-are fed chunk by chunk with real caches exactly like the X3 graphs (decode.bpu_backend, `exact`
-protocol). Its speed is an x86 emulation's, never the chip's.
+simulator"), so it rebuilds from what compile_rknn compiled, as its manifest lists it: the same ONNX
+graphs, dataset lists and rknn.config(). NOTE: two builds of the same inputs are not byte-identical
+files (1294 of 31116 bytes differed between two consecutive builds of the demo's CTC graph), so the
+check is numerical: the simulated outputs' cosine to the float graphs, reported beside the CER. The
+models are fed chunk by chunk with real caches exactly like the X3 graphs (decode.bpu_backend,
+`exact` protocol). Its speed is an x86 emulation's, never the chip's.
 """
 
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, Dict
 
+from ..artifact.manifest import Artifact
 from ..artifact.onnx_io import graph_inputs
+from ..bpu.export import X3_GRAPHS
 from ..decode.bpu_backend import OnnxBpuBackend
-from .compile import MODELS
-from .toolkit import Simulator, rknn_config
+from .toolkit import Simulator
 
 
-def simulator_job(npu: Mapping[str, Any], graphs: Path, compiled: Path) -> Dict[str, Any]:
-    """The serve job: each graph with the dataset list it was compiled from."""
-    return {"config": rknn_config(npu), "models": {
-        model: {"onnx": str((graphs / f"{model}.onnx").resolve()),
-                "dataset": str((compiled / "dataset" / f"{model}.txt").resolve())}
-        for model in MODELS}}
+def simulator_job(artifact: Artifact, folder: Path) -> Dict[str, Any]:
+    """The serve job: each graph with the dataset list it was compiled from (absolute paths)."""
+    return {"config": dict(artifact.options["config"]), "models": {
+        model: {"onnx": str(artifact.path(folder, f"{model}_onnx").resolve()),
+                "dataset": str(artifact.path(folder, f"{model}_dataset").resolve())}
+        for model in X3_GRAPHS}}
 
 
-def simulator_backend(simulator: Simulator, graphs: Path) -> OnnxBpuBackend:
-    """The X3 streaming backend with both graphs run by the simulator."""
-    sessions = tuple(simulator.session(model, [name for name, _ in graph_inputs(graphs / f"{model}.onnx")])
-                     for model in MODELS)
-    return OnnxBpuBackend(graphs / "encoder.onnx", graphs / "ctc.onnx", "exact", sessions=sessions)
+def simulator_opener(python: Path, logs: Path):
+    """An `evaluate.backends` opener for `rknn_simulator` entries: starts the simulator (closed with the
+    caller's stack) and returns the X3 streaming backend with both graphs run by it."""
+    def open_simulated(artifact: Artifact, folder: Path, threads: int, stack: ExitStack) -> OnnxBpuBackend:
+        simulator = stack.enter_context(Simulator(python, simulator_job(artifact, folder), logs / "job.json",
+                                                  logs / "simulator.log"))
+        onnx = {model: artifact.path(folder, f"{model}_onnx") for model in X3_GRAPHS}
+        sessions = tuple(simulator.session(model, [name for name, _ in graph_inputs(onnx[model])])
+                         for model in X3_GRAPHS)
+        return OnnxBpuBackend(onnx["encoder"], onnx["ctc"], "exact", threads, sessions=sessions)
+    return open_simulated

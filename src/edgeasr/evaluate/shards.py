@@ -1,0 +1,190 @@
+"""One shard of an evaluation as a self-contained task: a backend packed as bytes, utterances as audio
+bytes, the settings; decoded wherever it runs (this process or a Dask worker) by the same loop.
+
+A worker opens each packed backend once (keyed by the digest of its bytes) and keeps it for the
+shards that follow. Per utterance the task returns a JSON record (hypotheses, timings, chunk count,
+the largest log-prob difference to the reference, the cosine dot products against the float graphs)
+so the client merges shards in utterance order and gets exactly the serial result: sums are taken
+per utterance, in order, as the serial loop takes them.
+"""
+
+import hashlib
+import json
+import tempfile
+import time
+import zipfile
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from tqdm import tqdm
+
+from ..artifact.manifest import Artifact
+from ..decode import DecodeOptions
+from ..frontend import SAMPLE_RATE, compute_fbank, read_audio
+from ..frontend.datalist import Utterance
+from ..frontend.dataset import PreparedUtterance, ScannedUtterance
+from .backends import Runnable, float_graphs, open_backend
+from .engine import Engine, ShardCache, ShardResult
+from .runner import Decoded, decode_records, merge
+from .sherpa import SherpaRecognizer
+
+
+@dataclass(frozen=True)
+class PackedBackend:
+    """An artifact and the bytes of every file it (and its float graphs) needs, laid out as on the
+    client (`tree` paths are the files' absolute paths without the leading /)."""
+
+    artifact: Artifact
+    folder: str  # the manifest folder, as a tree path
+    blobs: Mapping[str, bytes]  # tree path -> file content
+    threads: int
+    digest: str  # of the artifact entry and every blob: the worker's key for the opened backend
+
+
+def _tree(path: Path) -> str:
+    return str(path.resolve()).lstrip("/")
+
+
+def pack_backend(artifact: Artifact, folder: Path, threads: int) -> PackedBackend:
+    files = [artifact.path(folder, role) for role in artifact.files]
+    files += [folder / rel for rel in (artifact.cosine_to or {}).values()]
+    blobs = {_tree(path): path.read_bytes() for path in files}
+    digest = hashlib.sha256(json.dumps(asdict(artifact), sort_keys=True, default=str).encode())
+    for name in sorted(blobs):
+        digest.update(name.encode())
+        digest.update(hashlib.sha256(blobs[name]).digest())
+    return PackedBackend(artifact, _tree(folder), blobs, threads, digest.hexdigest())
+
+
+_OPENED: Dict[str, Tuple[Runnable, Optional[Runnable]]] = {}  # per process: digest -> (backend, float graphs)
+_STACK = ExitStack()  # what opened backends hold, released when the process ends
+
+
+def opened(packed: PackedBackend) -> Tuple[Runnable, Optional[Runnable]]:
+    """The packed backend and its float graphs, opened once per process from a private copy of its files."""
+    if packed.digest not in _OPENED:
+        root = Path(_STACK.enter_context(tempfile.TemporaryDirectory(prefix="edgeasr-backend-")))
+        for name, data in packed.blobs.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        folder = root / packed.folder
+        _OPENED[packed.digest] = (open_backend(packed.artifact, folder, packed.threads, _STACK),
+                                  float_graphs(packed.artifact, folder, packed.threads))
+    return _OPENED[packed.digest]
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    utterances: Sequence[Tuple[Utterance, str, bytes]]  # (utterance, audio file suffix, its bytes), in order
+    opts: Optional[DecodeOptions]  # None: an audio recognizer (sherpa-onnx), streaming CTC greedy
+    tokens: Mapping[int, str]
+    desc: str
+    reference_log_probs: Optional[Sequence[np.ndarray]] = None  # frames align: measure the largest |diff|
+    keep_log_probs: bool = False  # the reference: return its log-probs
+
+
+def decode_shard(task: ShardTask, packed: PackedBackend) -> ShardResult:
+    """A Dask task (or a serial step): the packed backend, opened once per process, over the shard."""
+    backend, float_backend = opened(packed)
+    return decode_with(backend, float_backend, task)
+
+
+def decode_with(backend: Runnable, float_backend: Optional[Runnable], task: ShardTask) -> ShardResult:
+    """Audio -> features here (never held for a whole set), then the one loop (`runner.decode_records`)."""
+    with tempfile.TemporaryDirectory(prefix="edgeasr-audio-") as tmp:
+        prepared = []
+        for index, (utt, suffix, data) in enumerate(task.utterances):
+            start = time.perf_counter()
+            wav = Path(tmp) / f"{index}{suffix}"
+            wav.write_bytes(data)
+            audio = read_audio(wav)
+            if isinstance(backend, SherpaRecognizer):
+                prepared.append(PreparedUtterance(utt, audio, len(audio) / SAMPLE_RATE, 0.0))
+                continue
+            feats = compute_fbank(audio)
+            prepared.append(PreparedUtterance(utt, feats, len(audio) / SAMPLE_RATE, time.perf_counter() - start))
+    if isinstance(backend, SherpaRecognizer):
+        return ShardResult(recognizer_records(backend, prepared, task.desc))
+    reference = task.reference_log_probs
+    records, kept = decode_records(backend, prepared, task.opts, task.tokens, task.desc, task.keep_log_probs,
+                                   (lambda i: reference[i]) if reference is not None else None, float_backend)
+    return ShardResult(records, kept if task.keep_log_probs else None)
+
+
+def recognizer_records(recognizer: SherpaRecognizer, prepared: Sequence[PreparedUtterance], desc: str) -> List[dict]:
+    """A recognizer with its own front end, fed audio (`feats` holds the samples here): its records."""
+    records = []
+    for p in tqdm(prepared, desc=desc, unit="utt"):
+        start = time.perf_counter()
+        text = recognizer.transcribe(p.feats)
+        records.append({"key": p.utt.key, "seconds": p.seconds, "decode_seconds": time.perf_counter() - start,
+                        "hyps": {"ctc_greedy": text}})
+    return records
+
+
+class NpzWriter:
+    """An .npz written array by array (np.load reads it like np.savez's): a set's log-probs are never
+    all in memory."""
+
+    def __init__(self, path: Path):
+        self.zip = zipfile.ZipFile(path, "w", allowZip64=True)
+
+    def add(self, name: str, array: np.ndarray) -> None:
+        with self.zip.open(f"{name}.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+
+    def close(self) -> None:
+        self.zip.close()
+
+
+Target = Union[PackedBackend, Tuple[PackedBackend, Runnable, Optional[Runnable]]]
+
+
+def decode_sharded(engine: Engine, cache: ShardCache, target: Target, scanned: Sequence[ScannedUtterance],
+                   opts: Optional[DecodeOptions], tokens: Mapping[int, str], desc: str,
+                   reference_log_probs: Optional[Callable[[int], np.ndarray]] = None,
+                   log_prob_sink: Optional[Callable[[int, np.ndarray], None]] = None) -> Decoded:
+    """The utterances in shards of `compute.shard_utts` over the engine (a PackedBackend), or in this
+    process (a (packed, backend, float graphs) triple: backends that need a local process, the RK3588
+    simulator); each finished shard cached. Returns the records merged in utterance order; with
+    `log_prob_sink`, every utterance's log-probs are handed to it (by index) instead of kept."""
+    packed = target if isinstance(target, PackedBackend) else target[0]
+    size = max(1, engine.settings.shard_utts)
+    shards = [list(range(start, min(start + size, len(scanned)))) for start in range(0, len(scanned), size)]
+    results: Dict[int, ShardResult] = {}
+    settings = json.dumps({"opts": asdict(opts) if opts else None, "keep": log_prob_sink is not None}, sort_keys=True)
+
+    def finished(tag: Tuple[int, str], result: ShardResult) -> None:
+        number, key = tag
+        cache.put(key, result)
+        if log_prob_sink is not None:
+            for index, array in zip(shards[number], result.log_probs or []):
+                log_prob_sink(index, array)
+            result = ShardResult(result.records)
+        results[number] = result
+
+    def tasks() -> Iterator[Tuple[Tuple[int, str], ShardTask]]:
+        for number, indices in enumerate(shards):
+            utts = [(scanned[i].utt, Path(scanned[i].utt.wav).suffix, Path(scanned[i].utt.wav).read_bytes())
+                    for i in indices]
+            reference = [reference_log_probs(i) for i in indices] if reference_log_probs is not None else None
+            key = cache.key(packed.digest.encode(), settings.encode(),
+                            *[u.key.encode() + u.txt.encode() + data for u, _, data in utts],
+                            *[a.tobytes() for a in reference or []])
+            hit = cache.get(key)
+            if hit is not None:
+                finished((number, key), hit)
+                continue
+            yield (number, key), ShardTask(utts, opts, tokens, f"{desc} [{number + 1}/{len(shards)}]", reference,
+                                           log_prob_sink is not None)
+
+    if isinstance(target, PackedBackend):
+        engine.run(decode_shard, tasks(), target, target.digest, finished)
+    else:
+        for tag, task in tasks():
+            finished(tag, decode_with(target[1], target[2], task))
+    return merge([record for number in range(len(shards)) for record in results[number].records])
