@@ -15,6 +15,7 @@ from edgeasr.bpu.hb_config import with_run_on_cpu
 from edgeasr.bpu.hb_mapper import find_hb_mapper
 from edgeasr.bpu.placement import node_macs
 from edgeasr.cli import atomic_dir, run_stage, write_csv, write_json
+from edgeasr.evaluate.engine import compute_engine
 from edgeasr.evaluate.sensitivity import dev_scorer, int8_study, study_settings
 from edgeasr.params import load_stage_params
 from edgeasr.paths import (BPU, BPU_CONFIG, CALIBRATION, COMPILE, COMPILE_METRICS, DEV_REFERENCE,
@@ -42,8 +43,9 @@ def main(argv: list) -> None:
             scorer = dev_scorer(DEV_REFERENCE, settings[0], settings[1], float_graphs["encoder"], float_graphs["ctc"],
                                 params.compare.threads)
             macs = {n: m for name in MODELS for n, m in node_macs(onnx.load(str(float_graphs[name]))).items()}
-            study = int8_study({n: g.graph for n, g in graphs.items()}, scorer, macs, params.bpu.max_cer_delta,
-                               Path(tmp))
+            with compute_engine() as (engine, _):
+                study = int8_study({n: g.graph for n, g in graphs.items()}, scorer, macs, params.bpu.max_cer_delta,
+                                   Path(tmp), engine)
             if "search" in study:
                 configs = {n: with_run_on_cpu(c, study["search"]["float_nodes"][n]) for n, c in configs.items()}
         report = compile_all(configs, graphs, executable, out, params.bpu.cosine_samples)

@@ -226,3 +226,13 @@ def test_cmvn_of_another_dimension_names_the_file(tmp_path):
     (tmp_path / "global_cmvn").write_text(json.dumps(cmvn_json(40)))
     with pytest.raises(EdgeAsrError, match=r"global_cmvn: CMVN statistics have 40 dimensions, .*input_dim is 20"):
         load_model(tmp_path)
+
+
+def test_cmvn_file_of_another_dimension_than_the_checkpoint_is_one_line(tmp_path):
+    """A 40-dimension global_cmvn beside a checkpoint whose encoder.global_cmvn has 20: the file, both
+    dimensions and where the other comes from (it was numpy's broadcast error)."""
+    write_model_dir(tmp_path, "transformer_abspos_conv2d6")  # input_dim 20, CMVN in final.pt too
+    (tmp_path / "global_cmvn").write_text(json.dumps(cmvn_json(40)))
+    with pytest.raises(EdgeAsrError, match=r"global_cmvn: CMVN statistics have 40 dimensions, the checkpoint's "
+                                           r"encoder.global_cmvn.mean has 20 \(final.pt"):
+        load_model(tmp_path)

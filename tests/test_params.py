@@ -134,3 +134,21 @@ def test_setting_values_match_by_type_as_well():
     assert is_one_of(True, (True, False)) and is_one_of("O3", ("O2", "O3"))
     assert not is_one_of(1, (True, False))  # YAML's 1 is not a boolean
     assert not is_one_of(1.0, (1, 2)) and not is_one_of("1", (1, 2))
+
+
+def test_compute_is_no_stage_param_and_composes_for_both_options(tmp_path):
+    """Where evaluations run changes no number: no stage declares `compute` (so changing it reruns
+    nothing), the stages read it through load_section, and both options compose to valid settings."""
+    from edgeasr.evaluate.engine import load_compute
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert not any(p == "compute" or str(p).startswith("compute.") for s in stages.values() for p in s.get("params", []))
+    for overrides, expected in ((["compute=local"], ("local", 0, None)),
+                                (["compute=cluster", "compute.scheduler=tcp://127.0.0.1:8786"],
+                                 ("cluster", 0, "tcp://127.0.0.1:8786"))):
+        compose(tmp_path / "params.yaml", overrides, ROOT / "conf")
+        settings = load_compute(tmp_path)
+        assert (settings.name, settings.workers, settings.scheduler) == expected and settings.shard_utts > 0
+    compose(tmp_path / "params.yaml", ["compute.workers=-2"], ROOT / "conf")
+    with pytest.raises(EdgeAsrError, match=r"compute\.workers=-2: must be an integer >= 0"):
+        load_compute(tmp_path)

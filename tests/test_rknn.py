@@ -5,12 +5,12 @@ its environment is missing: `python -m edgeasr.rknn.toolkit create-env`)."""
 import json
 import sys
 import textwrap
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import soundfile
 import torch
+from omegaconf import OmegaConf
 
 from conftest import condition_, noise_bursts, write_model_dir
 from edgeasr.bpu import export_bpu, rewrite
@@ -182,9 +182,9 @@ def test_real_toolchain_calibrate_build_simulate_cer(tmp_path):
 
     # What eval_rknn does: the manifest's entry, simulated, against the reference written once.
     write_manifest(out, "compile_rknn", rknn_artifacts(out, RK3588, graph_paths))
-    search = SimpleNamespace(modes=["ctc_greedy"], beam_size=10, ctc_weight=0.5, reverse_weight=0.0, max_utts=0,
-                             threads=1)
-    streaming = SimpleNamespace(chunk_size=CHUNK, num_decoding_left_chunks=LEFT)
+    search = OmegaConf.create({"modes": ["ctc_greedy"], "beam_size": 10, "ctc_weight": 0.5, "reverse_weight": 0.0,
+                               "max_utts": 0, "threads": 1})
+    streaming = OmegaConf.create({"chunk_size": CHUNK, "num_decoding_left_chunks": LEFT})
     reference = tmp_path / "reference"
     reference.mkdir()
     contexts = decode_contexts(search, streaming, full_context=False)

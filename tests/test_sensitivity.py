@@ -28,8 +28,8 @@ from edgeasr.frontend.tokens import detokenize, id_to_token as tokens_of
 from edgeasr.errors import EdgeAsrError
 from edgeasr.evaluate.engine import ComputeSettings, Engine, ShardCache
 from edgeasr.evaluate.reference import write_reference
-from edgeasr.evaluate.sensitivity import (DEV_SET, STUDY_MODES, DevScore, dev_scorer, int8_study, search_float_set,
-                                         study_settings)
+from edgeasr.evaluate.sensitivity import (DEV_SET, STUDY_MODES, DevScore, SubsetEvaluator, dev_scorer, int8_study,
+                                         search_float_set, sensitivity_table, study_settings)
 from edgeasr.frontend import compute_fbank, read_audio
 from edgeasr.model import load_model
 
@@ -194,3 +194,24 @@ def test_search_finds_the_outlier_channel_by_name_and_meets_the_budget(fragile, 
     config = with_run_on_cpu(configs["encoder"], moved)
     assert run_on_cpu_list(config)[-len(moved):] == moved
     assert set(run_on_cpu_list(configs["encoder"])) <= set(run_on_cpu_list(config))
+
+
+def test_the_sensitivity_table_on_two_workers_is_the_serial_one(fragile, tmp_path):
+    """Each group's evaluation is independent: spread over 2 local Dask workers (which rebuild the
+    scorer from bytes), every row is the serial row, number for number."""
+    root, model_dir, paths, configs = fragile
+    method = CalibrationSettings("max", 1.0, False)
+    graphs = {name: calibrate_graph(name, configs[name], method, root / "cal", tmp_path).graph for name in configs}
+    reference = tmp_path / "dev_reference"
+    reference.mkdir()
+    model, _, symbols = load_model(model_dir)
+    with Engine(ComputeSettings("local", 1, None, 16, None)) as serial:
+        write_reference(serial, ShardCache(None, "test"), model_dir, 1, {DEV_SET: str(root / "dev.list")},
+                        {"streaming": DecodeOptions(CHUNK, LEFT, modes=STUDY_MODES)}, symbols, 0, 1, reference)
+    scorer = dev_scorer(reference, root / "dev.list", 0, paths["encoder"], paths["ctc"], 1)
+    macs = {n: m for p in paths.values() for n, m in node_macs(onnx.load(str(p))).items()}
+    one = sensitivity_table(SubsetEvaluator(graphs, scorer, tmp_path), macs)
+    with Engine(ComputeSettings("local", 2, None, 16, None)) as engine:
+        two = sensitivity_table(SubsetEvaluator(graphs, scorer, tmp_path), macs, engine)
+        assert engine.client is not None  # it really ran on the workers
+    assert one == two and len(one) > 3

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import yaml
+from omegaconf import OmegaConf
 
 from .artifact.manifest import read_manifest
 from .errors import EdgeAsrError
@@ -93,7 +94,7 @@ def measure(engine: Engine, workspace: Path, utts: int) -> Dict[str, Tuple[float
     reference_dir = workspace / EVAL_TORCH
     scanned = scan_utterances(workspace / data_list, utts, int(read_info(reference_dir)["min_frames"])).utterances
     tokens = id_to_token(reference_symbols(reference_dir))
-    contexts = decode_contexts(_section(params["compare"]), _section(params["streaming"]))
+    contexts = decode_contexts(OmegaConf.create(params["compare"]), OmegaConf.create(params["streaming"]))
     reference = read_reference(reference_dir, name)
     cache = ShardCache(None, "bench")
     audio = sum(s.seconds for s in scanned)
@@ -111,12 +112,6 @@ def measure(engine: Engine, workspace: Path, utts: int) -> Dict[str, Tuple[float
                            (lambda i: log_probs(i)) if log_probs else None)
         result[label] = (time.perf_counter() - start, audio, len(scanned))
     return result
-
-
-class _section(dict):
-    """A params dict with attribute access (what decode_contexts reads)."""
-
-    __getattr__ = dict.__getitem__
 
 
 def table(runs: Dict[str, Dict[str, Tuple[float, float, int]]], hours: float) -> str:

@@ -10,10 +10,12 @@ CER − PyTorch is against the PyTorch reference of the same utterances and chun
 the dev_reference stage (`evaluate.reference`).
 """
 
+import hashlib
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -23,10 +25,13 @@ from ..bpu.quantize import write_qdq
 from ..decode import DecodeOptions, ctc_greedy_search, stream_encode
 from ..decode.bpu_backend import OnnxBpuBackend
 from ..errors import EdgeAsrError
+from ..frontend import SAMPLE_RATE, compute_fbank, read_audio
+from ..frontend.datalist import Utterance
 from ..frontend.dataset import PreparedUtterance
 from ..frontend.tokens import detokenize, id_to_token
 from ..similarity import PooledCosine
 from .cer import score
+from .engine import Engine
 from .reference import ReferenceSet, load_reference_utterances, read_reference, reference_symbols
 
 DEV_SET = "dev"  # the set name of the dev reference (stages/dev_reference.py)
@@ -51,15 +56,31 @@ class DevScorer:
     id_to_token: Mapping[int, str]
     threads: int = 1
     reference_cer: float = field(init=False)
+    float_files: Tuple[Path, Path] = field(init=False)
     float_outputs: List[Tuple[np.ndarray, np.ndarray]] = field(init=False)
 
-    def prime(self, reference: ReferenceSet, float_graphs: OnnxBpuBackend) -> None:
+    def prime(self, reference: ReferenceSet, float_encoder: Path, float_ctc: Path) -> None:
         """reference: PyTorch's hypotheses of these utterances; the float graphs are streamed here."""
         reference.check_utterances([p.utt.key for p in self.prepared])
         reference.check_context("streaming", DecodeOptions(self.chunk_size, self.num_left_chunks, modes=STUDY_MODES))
         self.reference_cer = self._cer([h["streaming"]["ctc_greedy"] for h in reference.hyps])
+        self.stream_float_graphs(float_encoder, float_ctc)
+
+    def stream_float_graphs(self, float_encoder: Path, float_ctc: Path) -> None:
+        self.float_files = (float_encoder, float_ctc)
+        float_graphs = OnnxBpuBackend(float_encoder, float_ctc, "exact", self.threads)
         self.float_outputs = [stream_encode(float_graphs, p.feats, self.chunk_size, self.num_left_chunks)
                               for p in tqdm(self.prepared, desc="dev: float graphs", unit="utt")]
+
+    def shared(self) -> "DevShared":
+        """What a worker needs to score graphs exactly as this scorer does: the dev audio, the float
+        graphs, the settings and the reference CER (bytes, no paths)."""
+        audio = tuple((p.utt, Path(p.utt.wav).suffix, Path(p.utt.wav).read_bytes()) for p in self.prepared)
+        graphs = tuple(path.read_bytes() for path in self.float_files)
+        digest = hashlib.sha256(b"".join(graphs) + b"".join(a[2] for a in audio) + repr(
+            (self.chunk_size, self.num_left_chunks, self.threads, self.reference_cer)).encode()).hexdigest()
+        return DevShared(audio, graphs, self.chunk_size, self.num_left_chunks, dict(self.id_to_token), self.threads,
+                         self.reference_cer, digest)
 
     def _hyp(self, log_probs: np.ndarray) -> str:
         return detokenize(ctc_greedy_search(log_probs), self.id_to_token)
@@ -79,6 +100,48 @@ class DevScorer:
         cer = self._cer(hyps)
         return DevScore(round(cer, 4), round(cer - self.reference_cer, 4) + 0.0,
                         round(pooled[0].value(), 6), round(pooled[1].value(), 6))
+
+
+@dataclass(frozen=True)
+class DevShared:
+    """A DevScorer as bytes, for a worker (`score_on_worker`)."""
+
+    audio: Tuple[Tuple[Utterance, str, bytes], ...]
+    float_graphs: Tuple[bytes, bytes]  # encoder, ctc
+    chunk_size: int
+    num_left_chunks: int
+    id_to_token: Mapping[int, str]
+    threads: int
+    reference_cer: float
+    digest: str
+
+
+_SCORERS: Dict[str, DevScorer] = {}  # per worker process: digest -> the primed scorer
+
+
+def score_on_worker(graphs: Tuple[bytes, bytes], shared: DevShared) -> DevScore:
+    """An engine task: the scorer rebuilt once per worker (features and float outputs computed there,
+    as the client computes them), then one pair of (partly) quantized graphs scored."""
+    if shared.digest not in _SCORERS:
+        folder = Path(tempfile.mkdtemp(prefix="edgeasr-dev-"))
+        prepared = []
+        for index, (utt, suffix, data) in enumerate(shared.audio):
+            wav = folder / f"{index}{suffix}"
+            wav.write_bytes(data)
+            audio = read_audio(wav)
+            prepared.append(PreparedUtterance(utt, compute_fbank(audio), len(audio) / SAMPLE_RATE, 0.0))
+        scorer = DevScorer(prepared, shared.chunk_size, shared.num_left_chunks, shared.id_to_token, shared.threads)
+        scorer.reference_cer = shared.reference_cer
+        files = [folder / "float_encoder.onnx", folder / "float_ctc.onnx"]
+        for path, data in zip(files, shared.float_graphs):
+            path.write_bytes(data)
+        scorer.stream_float_graphs(*files)
+        _SCORERS[shared.digest] = scorer
+    with tempfile.TemporaryDirectory(prefix="edgeasr-qdq-") as tmp:
+        files = [Path(tmp) / "encoder.onnx", Path(tmp) / "ctc.onnx"]
+        for path, data in zip(files, graphs):
+            path.write_bytes(data)
+        return _SCORERS[shared.digest].score(*files)
 
 
 class SubsetEvaluator:
@@ -109,21 +172,50 @@ class SubsetEvaluator:
         files = self.graph_files(float_groups, only)
         result = self.scorer.score(files["encoder"], files["ctc"])
         self.evaluations += 1
+        self._remove(files)
+        return result
+
+    def evaluate_each_only(self, groups: Sequence[str], engine: Optional[Engine]) -> List[DevScore]:
+        """evaluate(only={g}) for every group, spread over the engine's workers (the graphs written
+        one window at a time, their bytes shipped, the files removed); serial without an engine."""
+        if engine is None or engine.serial:
+            return [self.evaluate(only=frozenset([g])) for g in tqdm(groups, desc="sensitivity", unit="group")]
+        results: Dict[int, DevScore] = {}
+        bar = tqdm(total=len(groups), desc="sensitivity", unit="group")
+
+        def finished(index: int, result: DevScore) -> None:
+            results[index] = result
+            bar.update()
+
+        def tasks() -> Iterator[Tuple[int, Tuple[bytes, bytes]]]:
+            for index, group in enumerate(groups):
+                files = self.graph_files(frozenset(), frozenset([group]))
+                self.evaluations += 1
+                data = (files["encoder"].read_bytes(), files["ctc"].read_bytes())
+                self._remove(files)
+                yield index, data
+
+        shared = self.scorer.shared()
+        engine.run(score_on_worker, tasks(), shared, shared.digest, finished)
+        bar.close()
+        return [results[i] for i in range(len(groups))]
+
+    def _remove(self, files: Mapping[str, Path]) -> None:
         for name, path in files.items():
             if path != self.graphs[name].float_model:
                 path.unlink()
-        return result
 
 
-def sensitivity_table(evaluator: SubsetEvaluator, macs: Mapping[str, int]) -> List[dict]:
+def sensitivity_table(evaluator: SubsetEvaluator, macs: Mapping[str, int], engine: Optional[Engine] = None
+                      ) -> List[dict]:
     """One row per group: its nodes and MACs per chunk, and CER − PyTorch and cosine when only that
-    group is quantized; most sensitive first (CER − PyTorch, then output cosine)."""
-    rows = []
-    for graph in evaluator.graphs.values():
-        for group, nodes in tqdm(graph.groups.items(), desc=f"sensitivity: {graph.name}", unit="group"):
-            result = evaluator.evaluate(only=frozenset([group]))
-            rows.append({"group": group, "graph": graph.name, "int8_nodes": len(nodes),
-                         "macs_per_chunk": int(sum(macs.get(n, 0) for n in nodes)), **result.__dict__})
+    group is quantized; most sensitive first (CER − PyTorch, then output cosine). The groups are
+    scored on the engine's workers when one is given (each evaluation is independent)."""
+    groups = [(graph.name, group, nodes) for graph in evaluator.graphs.values() for group, nodes in graph.groups.items()]
+    results = evaluator.evaluate_each_only([group for _, group, _ in groups], engine)
+    rows = [{"group": group, "graph": graph, "int8_nodes": len(nodes),
+             "macs_per_chunk": int(sum(macs.get(n, 0) for n in nodes)), **result.__dict__}
+            for (graph, group, nodes), result in zip(groups, results)]
     return sorted(rows, key=lambda r: (-r["cer_delta"], r["cosine_log_probs"]))
 
 
@@ -185,21 +277,21 @@ def dev_scorer(reference_dir: Path, dev_list: Path, max_utts: int, float_encoder
                threads: int) -> DevScorer:
     """The dev utterances (eval's data policy) with PyTorch's reference hypotheses (dev_reference), and
     the float X3 graphs streamed at their own chunk and left chunks."""
-    float_graphs = OnnxBpuBackend(float_encoder, float_ctc, "exact", threads)
+    geometry = OnnxBpuBackend(float_encoder, float_ctc, "exact", threads)  # its chunk and left chunks
     prepared = load_reference_utterances(reference_dir, DEV_SET, str(dev_list), max_utts)
-    scorer = DevScorer(prepared, float_graphs.chunk_size, float_graphs.num_left_chunks,
+    scorer = DevScorer(prepared, geometry.chunk_size, geometry.num_left_chunks,
                        id_to_token(reference_symbols(reference_dir)), threads)
-    scorer.prime(read_reference(reference_dir, DEV_SET), float_graphs)
+    scorer.prime(read_reference(reference_dir, DEV_SET), float_encoder, float_ctc)
     return scorer
 
 
 def int8_study(graphs: Mapping[str, QuantGraph], scorer: DevScorer, macs: Mapping[str, int],
-               max_cer_delta: Optional[float], scratch: Path) -> Dict[str, object]:
-    """The sensitivity table, and with a budget the float-set search: its result, cost and the node
-    names per graph to add to hb_mapper's run_on_cpu."""
+               max_cer_delta: Optional[float], scratch: Path, engine: Optional[Engine] = None) -> Dict[str, object]:
+    """The sensitivity table (its groups spread over `engine`), and with a budget the float-set search
+    (sequential by nature): its result, cost and the node names per graph to add to hb_mapper's run_on_cpu."""
     start = time.monotonic()
     evaluator = SubsetEvaluator(graphs, scorer, scratch)
-    table = sensitivity_table(evaluator, macs)
+    table = sensitivity_table(evaluator, macs, engine)
     study: Dict[str, object] = {"dev_utterances": len(scorer.prepared), "pytorch_cer": round(scorer.reference_cer, 4),
                                 "table": table}
     if max_cer_delta is not None:

@@ -108,6 +108,9 @@ def _resolve_cmvn(
         ckpt = (state[_CMVN_KEYS[0]].numpy(), state[_CMVN_KEYS[1]].numpy())
         if path is not None:
             from_file = load_cmvn(path, settings["is_json_cmvn"])
+            if from_file[0].shape != ckpt[0].shape:
+                raise EdgeAsrError(f"{path}: CMVN statistics have {from_file[0].shape[0]} dimensions, the checkpoint's "
+                                   f"{_CMVN_KEYS[0]} has {ckpt[0].shape[0]} (final.pt; the features the model takes)")
             if not all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(from_file, ckpt)):
                 raise EdgeAsrError(f"{path}: CMVN statistics differ from the checkpoint's encoder.global_cmvn")
             return ckpt, f"checkpoint (agrees with {path})"
