@@ -164,7 +164,9 @@ def fragile(tmp_path_factory):
     return root, model_dir, paths, configs
 
 
-def test_search_finds_the_outlier_channel_by_name_and_meets_the_budget(fragile, tmp_path):
+def study_inputs(fragile, tmp_path):
+    """The fragile model's calibrated graphs, its dev scorer (PyTorch's reference written by the serial
+    engine, as dev_reference writes it) and the MACs of every node."""
     root, model_dir, paths, configs = fragile
     method = CalibrationSettings("max", 1.0, False)
     graphs = {name: calibrate_graph(name, configs[name], method, root / "cal", tmp_path).graph for name in configs}
@@ -177,6 +179,12 @@ def test_search_finds_the_outlier_channel_by_name_and_meets_the_budget(fragile, 
     scorer = dev_scorer(reference, root / "dev.list", 0, paths["encoder"], paths["ctc"], 1)
     assert scorer.reference_cer == 0.0  # the transcripts are PyTorch's own hypotheses
     macs = {n: m for p in paths.values() for n, m in node_macs(onnx.load(str(p))).items()}
+    return graphs, scorer, macs
+
+
+def test_search_finds_the_outlier_channel_by_name_and_meets_the_budget(fragile, tmp_path):
+    configs = fragile[3]
+    graphs, scorer, macs = study_inputs(fragile, tmp_path)
     budget = 5.0
     study = int8_study(graphs, scorer, macs, budget, tmp_path)
     table = study["table"]
@@ -199,17 +207,7 @@ def test_search_finds_the_outlier_channel_by_name_and_meets_the_budget(fragile, 
 def test_the_sensitivity_table_on_two_workers_is_the_serial_one(fragile, tmp_path):
     """Each group's evaluation is independent: spread over 2 local Dask workers (which rebuild the
     scorer from bytes), every row is the serial row, number for number."""
-    root, model_dir, paths, configs = fragile
-    method = CalibrationSettings("max", 1.0, False)
-    graphs = {name: calibrate_graph(name, configs[name], method, root / "cal", tmp_path).graph for name in configs}
-    reference = tmp_path / "dev_reference"
-    reference.mkdir()
-    model, _, symbols = load_model(model_dir)
-    with Engine(ComputeSettings("local", 1, None, 16, None)) as serial:
-        write_reference(serial, ShardCache(None, "test"), model_dir, 1, {DEV_SET: str(root / "dev.list")},
-                        {"streaming": DecodeOptions(CHUNK, LEFT, modes=STUDY_MODES)}, symbols, 0, 1, reference)
-    scorer = dev_scorer(reference, root / "dev.list", 0, paths["encoder"], paths["ctc"], 1)
-    macs = {n: m for p in paths.values() for n, m in node_macs(onnx.load(str(p))).items()}
+    graphs, scorer, macs = study_inputs(fragile, tmp_path)
     one = sensitivity_table(SubsetEvaluator(graphs, scorer, tmp_path), macs)
     with Engine(ComputeSettings("local", 2, None, 16, None)) as engine:
         two = sensitivity_table(SubsetEvaluator(graphs, scorer, tmp_path), macs, engine)
