@@ -70,6 +70,14 @@ def wait_for_workers(engine: Engine, count: int, timeout_s: float = 60.0) -> Non
         time.sleep(0.5)
 
 
+def warm_up() -> None:
+    """Run on every worker before timing: the imports a fresh worker pays at its first task."""
+    import onnxruntime  # noqa: F401
+    import torch  # noqa: F401
+
+    from .evaluate import shards  # noqa: F401
+
+
 def evaluations(workspace: Path, threads: int) -> List[Tuple[str, object, Optional[str]]]:
     """(label, packed backend, the artifact's context or None for the reference) of everything timed."""
     params = yaml.safe_load((workspace / "params.yaml").read_text())
@@ -147,11 +155,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         with Engine(ComputeSettings("local", 1, None, shard, None)) as engine:
             runs["serial (1 worker)"] = measure(engine, args.workspace, args.utts)
         with Engine(ComputeSettings("local", 2, None, shard, None)) as engine:
-            engine.start()  # the cluster's start-up (about a second) is not the evaluation's
+            engine.start()  # the cluster's start-up and the workers' imports are not the evaluation's
+            engine.client.run(warm_up)
             runs["2 local workers"] = measure(engine, args.workspace, args.utts)
         with loopback_cluster(2) as address, Engine(ComputeSettings("cluster", 0, address, shard, None)) as engine:
             engine.start()
             wait_for_workers(engine, 2)
+            engine.client.run(warm_up)
             runs["2-worker loopback cluster"] = measure(engine, args.workspace, args.utts)
     print(f"workspace {args.workspace}, {args.utts} utterances, shards of {shard}, {os.cpu_count()} cores")
     print(table(runs, args.hours))
