@@ -100,12 +100,13 @@ def measure(engine: Engine, workspace: Path, utts: int) -> Dict[str, Tuple[float
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     name, data_list = next(iter(params["data"]["test_sets"].items()))
     reference_dir = workspace / EVAL_TORCH
-    scanned = scan_utterances(workspace / data_list, utts, int(read_info(reference_dir)["min_frames"])).utterances
+    found = scan_utterances(workspace / data_list, utts, int(read_info(reference_dir)["min_frames"])).utterances
+    scanned = [s.utt for s in found]
     tokens = id_to_token(reference_symbols(reference_dir))
     contexts = decode_contexts(OmegaConf.create(params["compare"]), OmegaConf.create(params["streaming"]))
     reference = read_reference(reference_dir, name)
     cache = ShardCache(None, "bench")
-    audio = sum(s.seconds for s in scanned)
+    audio = sum(s.seconds for s in found)
     result: Dict[str, Tuple[float, float, int]] = {}
     for label, packed, artifact_name in evaluations(workspace, int(params["compare"]["threads"])):
         start = time.perf_counter()

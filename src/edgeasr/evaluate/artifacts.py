@@ -26,7 +26,7 @@ from .backends import Opener, Runnable, float_graphs, open_backend
 from .cer import score
 from .contexts import decode_contexts
 from .engine import Engine, ShardCache
-from .reference import ReferenceSet, read_reference, reference_symbols, scan_reference_utterances
+from .reference import ReferenceSet, read_reference, reference_symbols, reference_utterances
 from .runner import Decoded, decode_utterances
 from .shards import Target, decode_sharded, pack_backend
 
@@ -124,7 +124,7 @@ def evaluate_manifest(manifest: Manifest, reference_dir: Path, test_sets: Mappin
     with ExitStack() as stack:
         runnable = targets(manifest, search.threads, stack, local_openers or {})
         for set_name, data_list in test_sets.items():
-            scanned = scan_reference_utterances(reference_dir, set_name, data_list, search.max_utts)
+            utterances = reference_utterances(reference_dir, set_name, data_list, search.max_utts)
             reference = read_reference(reference_dir, set_name)
             results: Dict[str, object] = {}
             for name, target in runnable.items():
@@ -134,7 +134,7 @@ def evaluate_manifest(manifest: Manifest, reference_dir: Path, test_sets: Mappin
                 if opts is not None:
                     reference.check_context(artifact.context, opts)
                 log_probs = reference.log_probs(artifact.context) if artifact.frames_align and opts else None
-                decoded = decode_sharded(engine, cache, target, scanned, opts, tokens, name, log_probs)
+                decoded = decode_sharded(engine, cache, target, utterances, opts, tokens, name, log_probs)
                 results[name] = artifact_result(artifact, decoded, reference, opts)
                 write_hyps(hyps_dir / set_name / f"{name}.jsonl", reference, artifact.context, decoded.hyps)
             metrics[set_name] = results

@@ -22,7 +22,8 @@ from ..cli import read_json
 from ..decode import Backend, DecodeOptions
 from ..errors import EdgeAsrError
 from ..frontend import read_symbol_table
-from ..frontend.dataset import PreparedUtterance, ScannedUtterance, load_utterances, scan_utterances
+from ..frontend.datalist import Utterance, read_data_list
+from ..frontend.dataset import PreparedUtterance, load_utterances, scan_utterances
 from ..frontend.tokens import id_to_token
 from .backends import model_artifact
 from .cer import score
@@ -46,14 +47,14 @@ def write_reference(engine: Engine, cache: ShardCache, model_dir: Path, min_fram
     sets: Dict[str, dict] = {}
     for name, data_list in test_sets.items():
         scanned = scan_utterances(Path(data_list), max_utts, min_frames, symbols)
+        utts = [s.utt for s in scanned.utterances]
         decoded = {}
         for context, opts in contexts.items():
             writer = NpzWriter(out_dir / f"{name}.{context}.log_probs.npz")
-            decoded[context] = decode_sharded(engine, cache, packed, scanned.utterances, opts, tokens, f"{name} {context}",
+            decoded[context] = decode_sharded(engine, cache, packed, utts, opts, tokens, f"{name} {context}",
                                               log_prob_sink=lambda i, a: writer.add(str(i), a))
             writer.close()
-            log.info("reference decoded: %s, %s, %d utterances", name, context, len(scanned.utterances))
-        utts = [s.utt for s in scanned.utterances]
+            log.info("reference decoded: %s, %s, %d utterances", name, context, len(utts))
         write_hyps(out_dir, name, [{"key": u.key, "ref": u.txt, **{c: d.hyps[i] for c, d in decoded.items()}}
                                    for i, u in enumerate(utts)])
         metrics[name] = reference_metrics([u.txt for u in utts], decoded, contexts)
@@ -164,12 +165,20 @@ def read_reference(folder: Path, name: str) -> ReferenceSet:
     return ReferenceSet(folder, name, keys, hyps, info["contexts"])
 
 
-def scan_reference_utterances(folder: Path, name: str, data_list: str, max_utts: int) -> List[ScannedUtterance]:
-    """The utterances of set `name`, exactly those the reference decoded (audio read, no features)."""
-    info = read_info(folder)
-    scanned = scan_utterances(Path(data_list), max_utts, int(info["min_frames"])).utterances
-    read_reference(folder, name).check_utterances([s.utt.key for s in scanned])
-    return scanned
+def reference_utterances(folder: Path, name: str, data_list: str, max_utts: int) -> List[Utterance]:
+    """The utterances of `data_list` the reference decoded for set `name`, in its order: the list's
+    lines matched to the reference's keys, no audio read (the reference applied the data policy
+    once; what it skipped is not among its keys)."""
+    reference = read_reference(folder, name)
+    keys = reference.keys
+    listed = read_data_list(Path(data_list))
+    listed = listed[:max_utts] if max_utts > 0 else listed
+    picked: List[Utterance] = []
+    for utt in listed:
+        if len(picked) < len(keys) and utt.key == keys[len(picked)]:
+            picked.append(utt)
+    reference.check_utterances([u.key for u in picked])
+    return picked
 
 
 def load_reference_utterances(folder: Path, name: str, data_list: str, max_utts: int) -> List[PreparedUtterance]:

@@ -25,7 +25,6 @@ from ..bpu.quantize import write_qdq
 from ..decode import DecodeOptions, ctc_greedy_search, stream_encode
 from ..decode.bpu_backend import OnnxBpuBackend
 from ..errors import EdgeAsrError
-from ..frontend import SAMPLE_RATE, compute_fbank, read_audio
 from ..frontend.datalist import Utterance
 from ..frontend.dataset import PreparedUtterance
 from ..frontend.tokens import detokenize, id_to_token
@@ -33,6 +32,7 @@ from ..similarity import PooledCosine
 from .cer import score
 from .engine import Engine
 from .reference import ReferenceSet, load_reference_utterances, read_reference, reference_symbols
+from .shards import audio_payload, prepare_payload
 
 DEV_SET = "dev"  # the set name of the dev reference (stages/dev_reference.py)
 STUDY_MODES = ("ctc_greedy",)  # what the study scores
@@ -75,7 +75,7 @@ class DevScorer:
     def shared(self) -> "DevShared":
         """What a worker needs to score graphs exactly as this scorer does: the dev audio, the float
         graphs, the settings and the reference CER (bytes, no paths)."""
-        audio = tuple((p.utt, Path(p.utt.wav).suffix, Path(p.utt.wav).read_bytes()) for p in self.prepared)
+        audio = tuple(audio_payload(p.utt) for p in self.prepared)
         graphs = tuple(path.read_bytes() for path in self.float_files)
         digest = hashlib.sha256(b"".join(graphs) + b"".join(a[2] for a in audio) + repr(
             (self.chunk_size, self.num_left_chunks, self.threads, self.reference_cer)).encode()).hexdigest()
@@ -124,13 +124,7 @@ def score_on_worker(graphs: Tuple[bytes, bytes], shared: DevShared) -> DevScore:
     as the client computes them), then one pair of (partly) quantized graphs scored."""
     if shared.digest not in _SCORERS:
         folder = Path(tempfile.mkdtemp(prefix="edgeasr-dev-"))
-        prepared = []
-        for index, (utt, suffix, data) in enumerate(shared.audio):
-            wav = folder / f"{index}{suffix}"
-            wav.write_bytes(data)
-            audio = read_audio(wav)
-            prepared.append(PreparedUtterance(utt, compute_fbank(audio), len(audio) / SAMPLE_RATE, 0.0))
-        scorer = DevScorer(prepared, shared.chunk_size, shared.num_left_chunks, shared.id_to_token, shared.threads)
+        scorer = DevScorer(prepare_payload(shared.audio), shared.chunk_size, shared.num_left_chunks, shared.id_to_token, shared.threads)
         scorer.reference_cer = shared.reference_cer
         files = [folder / "float_encoder.onnx", folder / "float_ctc.onnx"]
         for path, data in zip(files, shared.float_graphs):

@@ -26,7 +26,7 @@ from ..artifact.manifest import Artifact
 from ..decode import DecodeOptions
 from ..frontend import SAMPLE_RATE, compute_fbank, read_audio
 from ..frontend.datalist import Utterance
-from ..frontend.dataset import PreparedUtterance, ScannedUtterance
+from ..frontend.dataset import PreparedUtterance
 from .backends import Runnable, float_graphs, open_backend
 from .engine import Engine, ShardCache, ShardResult
 from .runner import Decoded, decode_records, merge
@@ -93,22 +93,35 @@ def decode_shard(task: ShardTask, packed: PackedBackend) -> ShardResult:
     return decode_with(backend, float_backend, task)
 
 
-def decode_with(backend: Runnable, float_backend: Optional[Runnable], task: ShardTask) -> ShardResult:
-    """Audio -> features here (never held for a whole set), then the one loop (`runner.decode_records`)."""
+def audio_payload(utt: Utterance) -> Tuple[Utterance, str, bytes]:
+    """An utterance with its audio file's bytes: what travels to a worker (no shared filesystem)."""
+    path = Path(utt.wav)
+    return utt, path.suffix, path.read_bytes()
+
+
+def prepare_payload(payload: Sequence[Tuple[Utterance, str, bytes]], features: bool = True
+                    ) -> List[PreparedUtterance]:
+    """Audio bytes -> PreparedUtterance, read as the stages read files; `feats` holds the fbank features
+    (timed, as load_utterances times them), or the samples themselves when features=False."""
+    prepared = []
     with tempfile.TemporaryDirectory(prefix="edgeasr-audio-") as tmp:
-        prepared = []
-        for index, (utt, suffix, data) in enumerate(task.utterances):
+        for index, (utt, suffix, data) in enumerate(payload):
             start = time.perf_counter()
             wav = Path(tmp) / f"{index}{suffix}"
             wav.write_bytes(data)
             audio = read_audio(wav)
-            if isinstance(backend, SherpaRecognizer):
-                prepared.append(PreparedUtterance(utt, audio, len(audio) / SAMPLE_RATE, 0.0))
-                continue
-            feats = compute_fbank(audio)
-            prepared.append(PreparedUtterance(utt, feats, len(audio) / SAMPLE_RATE, time.perf_counter() - start))
+            feats = compute_fbank(audio) if features else audio
+            prepared.append(PreparedUtterance(utt, feats, len(audio) / SAMPLE_RATE,
+                                              time.perf_counter() - start if features else 0.0))
+    return prepared
+
+
+def decode_with(backend: Runnable, float_backend: Optional[Runnable], task: ShardTask) -> ShardResult:
+    """Audio -> features here (never held for a whole set), then the one loop (`runner.decode_records`)."""
     if isinstance(backend, SherpaRecognizer):
+        prepared = prepare_payload(task.utterances, features=False)
         return ShardResult(recognizer_records(backend, prepared, task.desc))
+    prepared = prepare_payload(task.utterances)
     reference = task.reference_log_probs
     records, kept = decode_records(backend, prepared, task.opts, task.tokens, task.desc, task.keep_log_probs,
                                    (lambda i: reference[i]) if reference is not None else None, float_backend)
@@ -144,7 +157,7 @@ class NpzWriter:
 Target = Union[PackedBackend, Tuple[PackedBackend, Runnable, Optional[Runnable]]]
 
 
-def decode_sharded(engine: Engine, cache: ShardCache, target: Target, scanned: Sequence[ScannedUtterance],
+def decode_sharded(engine: Engine, cache: ShardCache, target: Target, utterances: Sequence[Utterance],
                    opts: Optional[DecodeOptions], tokens: Mapping[int, str], desc: str,
                    reference_log_probs: Optional[Callable[[int], np.ndarray]] = None,
                    log_prob_sink: Optional[Callable[[int, np.ndarray], None]] = None) -> Decoded:
@@ -154,7 +167,7 @@ def decode_sharded(engine: Engine, cache: ShardCache, target: Target, scanned: S
     `log_prob_sink`, every utterance's log-probs are handed to it (by index) instead of kept."""
     packed = target if isinstance(target, PackedBackend) else target[0]
     size = max(1, engine.settings.shard_utts)
-    shards = [list(range(start, min(start + size, len(scanned)))) for start in range(0, len(scanned), size)]
+    shards = [list(range(start, min(start + size, len(utterances)))) for start in range(0, len(utterances), size)]
     results: Dict[int, ShardResult] = {}
     settings = json.dumps({"opts": asdict(opts) if opts else None, "keep": log_prob_sink is not None}, sort_keys=True)
 
@@ -169,8 +182,7 @@ def decode_sharded(engine: Engine, cache: ShardCache, target: Target, scanned: S
 
     def tasks() -> Iterator[Tuple[Tuple[int, str], ShardTask]]:
         for number, indices in enumerate(shards):
-            utts = [(scanned[i].utt, Path(scanned[i].utt.wav).suffix, Path(scanned[i].utt.wav).read_bytes())
-                    for i in indices]
+            utts = [audio_payload(utterances[i]) for i in indices]
             reference = [reference_log_probs(i) for i in indices] if reference_log_probs is not None else None
             key = cache.key(packed.digest.encode(), settings.encode(),
                             *[u.key.encode() + u.txt.encode() + data for u, _, data in utts],
