@@ -1,4 +1,5 @@
-"""bpu_config: hb_mapper config_encoder.yaml and config_ctc.yaml from the ONNX metadata and the op report."""
+"""bpu_config: hb_mapper config_encoder.yaml and config_ctc.yaml from the ONNX metadata and the op report;
+without the X3 chosen, a note."""
 
 
 from edgeasr.artifact.metadata import read_metadata
@@ -7,13 +8,18 @@ from edgeasr.bpu.export import x3_graphs
 from edgeasr.bpu.hb_config import build_config, write_config
 from edgeasr.bpu.placement import read_placement
 from edgeasr.bpu.run_on_cpu import resolve_run_on_cpu
-from edgeasr.cli import fresh_dir, run_stage
+from edgeasr.cli import fresh_dir, run_stage, write_off_outputs
 from edgeasr.params import load_stage_params, to_dict
 from edgeasr.paths import BPU, BPU_CONFIG, CALIBRATION
+from edgeasr.targets import off_note
 
 
 def main(argv: list) -> None:
     params = load_stage_params("bpu_config", argv)
+    note = off_note("bpu_config", params.npu)
+    if note:
+        write_off_outputs(note, [BPU_CONFIG])
+        return
     out = fresh_dir(BPU_CONFIG)
     graphs = x3_graphs(BPU)
     reports = {name: read_placement(model) for name, model in graphs.items()}

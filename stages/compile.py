@@ -1,6 +1,6 @@
 """compile: hb_mapper makertbin when installed, else the onnxruntime INT8 emulation; per-node cosine;
 the INT8 sensitivity by layer on the dev utterances and, with `bpu.max_cer_delta`, the smallest set
-of layers kept in float (added to run_on_cpu) that meets it."""
+of layers kept in float (added to run_on_cpu) that meets it. Without the X3 chosen, a note."""
 
 import tempfile
 from pathlib import Path
@@ -14,12 +14,13 @@ from edgeasr.bpu.export import X3_GRAPHS, x3_graphs
 from edgeasr.bpu.hb_config import with_run_on_cpu
 from edgeasr.bpu.hb_mapper import find_hb_mapper
 from edgeasr.bpu.placement import node_macs
-from edgeasr.cli import atomic_dir, run_stage, write_csv, write_json
+from edgeasr.cli import atomic_dir, run_stage, write_csv, write_json, write_off_outputs
 from edgeasr.evaluate.engine import compute_engine
 from edgeasr.evaluate.sensitivity import dev_scorer, int8_study, study_settings
 from edgeasr.params import load_stage_params
 from edgeasr.paths import (BPU, BPU_CONFIG, CALIBRATION, COMPILE, COMPILE_METRICS, DEV_REFERENCE,
                            INT8_SENSITIVITY_TABLE, QUANT_NODES_TABLE)
+from edgeasr.targets import off_note
 
 NODE_COLUMNS = ["graph", "node", "op", "device", "int8", "cosine"]
 SENSITIVITY_COLUMNS = ["group", "graph", "int8_nodes", "macs_per_chunk", "cer", "cer_delta", "cosine_encoder_out",
@@ -28,6 +29,11 @@ SENSITIVITY_COLUMNS = ["group", "graph", "int8_nodes", "macs_per_chunk", "cer", 
 
 def main(argv: list) -> None:
     params = load_stage_params("compile", argv)
+    note = off_note("compile", params.npu)
+    if note:
+        write_off_outputs(note, [COMPILE], [COMPILE_METRICS],
+                          {QUANT_NODES_TABLE: NODE_COLUMNS, INT8_SENSITIVITY_TABLE: SENSITIVITY_COLUMNS})
+        return
     settings = study_settings(params.data.dev_list, params.bpu.sensitivity_utts, params.bpu.max_cer_delta)
     method = CalibrationSettings(params.bpu.calibration_type, float(params.bpu.max_percentile), bool(params.bpu.per_channel))
     configs = read_configs(BPU_CONFIG, method)

@@ -1,10 +1,10 @@
 """dev_reference: the PyTorch reference on the development split that compile's INT8 sensitivity study
 scores (the first `bpu.sensitivity_utts` utterances of data.dev_list, streamed, CTC greedy), decoded
-once over the compute engine; with `bpu.sensitivity_utts=0` (no study) a note."""
+once over the compute engine; with `bpu.sensitivity_utts=0` (no study) or without the X3 chosen, a note."""
 
 from pathlib import Path
 
-from edgeasr.cli import atomic_dir, run_stage
+from edgeasr.cli import atomic_dir, run_stage, write_off_outputs
 from edgeasr.decode import DecodeOptions
 from edgeasr.evaluate.engine import compute_engine
 from edgeasr.evaluate.reference import write_reference
@@ -13,10 +13,15 @@ from edgeasr.model import load_model
 from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import check_streaming, load_stage_params
 from edgeasr.paths import DEV_REFERENCE
+from edgeasr.targets import off_note
 
 
 def main(argv: list) -> None:
     params = load_stage_params("dev_reference", argv)
+    note = off_note("dev_reference", params.npu)
+    if note:
+        write_off_outputs(note, [DEV_REFERENCE])
+        return
     check_streaming(params.streaming)
     with atomic_dir(DEV_REFERENCE) as out:
         if params.data.dev_list is None or params.bpu.sensitivity_utts == 0:

@@ -12,7 +12,7 @@ from edgeasr.decode import TorchBackend
 from edgeasr.decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend, OnnxSherpaGraphBackend
 from edgeasr.errors import EdgeAsrError
 from edgeasr.artifact.manifest import write_manifest
-from edgeasr.export.cpu import export_cpu
+from edgeasr.export.cpu import decoder_main_call, export_cpu
 from edgeasr.export.families import export_artifacts
 from edgeasr.export.gpu import export_gpu
 from edgeasr.export.parity import check_within_tolerance, rescoring_agreement, worst_diffs
@@ -38,13 +38,15 @@ def export_and_check(model: ASRModel, out: Path, params: DictConfig) -> dict:
     """Every family under `out`, each streamed against PyTorch; the report for metrics/export.json."""
     chunk, left = params.streaming.chunk_size, params.streaming.num_decoding_left_chunks
     search = params.compare
-    cpu = export_cpu(model, out / "cpu", chunk, left, params.export.opset)
+    moe = params.export.moe_form
+    cpu = export_cpu(model, out / "cpu", chunk, left, params.export.opset, moe)
     gpu = export_gpu(model, out / "gpu", chunk, left, search.beam_size, search.ctc_weight, search.reverse_weight,
-                     params.export.opset)
+                     params.export.opset, moe)
     skipped = dict(gpu["skipped"])
     sherpa = None
     if left > 0:
-        sherpa = export_sherpa(model, Path(model.provenance["units"]), out / "sherpa", chunk, left, params.export.opset)
+        sherpa = export_sherpa(model, Path(model.provenance["units"]), out / "sherpa", chunk, left, params.export.opset,
+                               moe)
     else:
         skipped["sherpa"] = f"streaming.num_decoding_left_chunks={left}: sherpa-onnx's WeNet model keeps a fixed cache"
 
@@ -76,6 +78,11 @@ def export_and_check(model: ASRModel, out: Path, params: DictConfig) -> dict:
                 raise EdgeAsrError(f"{name}: decoder.onnx picks a different rescored hypothesis than PyTorch")
             report[name]["rescoring_agreement"] = agreement
     report["skipped"] = skipped
+    # The exact WeNet runtime command for each cpu folder (the paths as the workspace will hold them).
+    report["wenet_decoder_main"] = {
+        family: decoder_main_call(EXPORT / folder, Path(model.provenance["units"]), chunk, left, search.ctc_weight,
+                                  search.reverse_weight, search.beam_size)
+        for family, folder in (("cpu", cpu["encoder"].parent.name), ("cpu_int8", cpu["encoder_int8"].parent.name))}
     write_manifest(out, "export", export_artifacts(out, cpu, gpu, sherpa, report, model.decoder is not None, chunk, left),
                    skipped)
     report["size_mb"] = {

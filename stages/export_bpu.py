@@ -1,5 +1,6 @@
 """export_bpu: the exact 4-D rewrite for the X3 BPU, exported, streamed against PyTorch, ops placed;
-exp/bpu/artifacts.json lists the float graphs for every later X3 and RK3588 stage."""
+exp/bpu/artifacts.json lists the float graphs for every later X3 and RK3588 stage. With neither NPU
+chosen (npu=none), a note."""
 
 from pathlib import Path
 
@@ -8,8 +9,8 @@ import torch
 from edgeasr.artifact.manifest import write_manifest
 from edgeasr.bpu import export_bpu, placement_summary, rewrite
 from edgeasr.bpu.export import x3_artifacts
-from edgeasr.bpu.placement import read_placement, write_table
-from edgeasr.cli import atomic_dir, run_stage, write_json
+from edgeasr.bpu.placement import PLACEMENT_COLUMNS, read_placement, write_table
+from edgeasr.cli import atomic_dir, run_stage, write_json, write_off_outputs
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.bpu_backend import OnnxBpuBackend
 from edgeasr.export.parity import check_within_tolerance, worst_diffs
@@ -18,10 +19,15 @@ from edgeasr.model import load_model
 from edgeasr.model.subsampling import min_input_frames
 from edgeasr.params import load_stage_params
 from edgeasr.paths import BPU, BPU_EXPORT_METRICS, BPU_OPS_METRICS, BPU_OPS_TABLE
+from edgeasr.targets import off_note
 
 
 def main(argv: list) -> None:
     params = load_stage_params("export_bpu", argv)
+    note = off_note("export_bpu", params.npu)
+    if note:
+        write_off_outputs(note, [BPU], [BPU_EXPORT_METRICS, BPU_OPS_METRICS], {BPU_OPS_TABLE: PLACEMENT_COLUMNS})
+        return
     torch.set_num_threads(1)
     model, _, _ = load_model(params.model.dir)
     chunk, left = params.streaming.chunk_size, params.streaming.num_decoding_left_chunks

@@ -1,8 +1,13 @@
 """Exported ONNX == torch for every family and architecture; MoE exports valid for any routing."""
 
+import os
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnxruntime.quantization import QuantType, quantize_dynamic
 import pytest
 import torch
 import yaml
@@ -14,6 +19,8 @@ from edgeasr.errors import EdgeAsrError
 from edgeasr.frontend import SAMPLE_RATE, compute_fbank
 from edgeasr.export.cpu import export_cpu
 from edgeasr.export.gpu import export_gpu
+from edgeasr.evaluate.pinned_ort import OrtServer, served_backend
+from edgeasr.export.int8 import missing_ort_1_13_kernels
 from edgeasr.artifact.metadata import read_metadata
 from edgeasr.export.parity import FLOAT_TOLERANCE, check_within_tolerance, worst_diffs
 from edgeasr.export.sherpa import export_sherpa
@@ -87,6 +94,19 @@ def test_metadata_opset_and_node_names(exported):
     names = [n.name for n in proto.graph.node]
     assert any(n.startswith("/encoders.1/self_attn/") for n in names)
     assert any("/conv_module/depthwise_conv/" in n for n in names)
+
+
+def test_int8_copies_have_only_kernels_onnxruntime_1_13_implements(exported, arch, tmp_path):
+    """WeNet's runtime pins onnxruntime 1.13.1 / 1.14.0, whose CPU provider lacks ConvInteger with int8
+    weights: the INT8 copies must not need it (and the check catches a graph that does)."""
+    _, cpu, _, _ = exported[arch]
+    for name in ("encoder", "ctc", "decoder"):
+        assert missing_ort_1_13_kernels(cpu[f"{name}_int8"]) == [], name
+        assert cpu[f"{name}_int8"].parent.name == "cpu_int8" and cpu[f"{name}_int8"].name == f"{name}.onnx"
+    if any(n.op_type == "Conv" for n in onnx.load(str(cpu["encoder"])).graph.node):
+        int8_weights = tmp_path / "encoder.qint8.onnx"
+        quantize_dynamic(str(cpu["encoder"]), str(int8_weights), weight_type=QuantType.QInt8)
+        assert any(m.startswith("ConvInteger") and "'int8'" in m for m in missing_ort_1_13_kernels(int8_weights))
 
 
 def test_int8_copies_are_close_but_not_identical(exported):
@@ -300,3 +320,64 @@ def test_exports_leave_the_callers_module_modes_alone(tmp_path, training):
     export_gpu(model, tmp_path / "gpu", CHUNK, LEFT, 10, 0.5, 0.3)
     export_sherpa(model, units, tmp_path / "sherpa", CHUNK, LEFT)
     assert {m.training for m in model.modules()} == {training}
+
+
+PINNED_PYTHON = os.environ.get("EDGEASR_ORT_PIN_PYTHON")  # e.g. a Python 3.10 venv with onnxruntime==1.13.1
+
+
+@pytest.mark.parametrize("python", [sys.executable] + ([PINNED_PYTHON] if PINNED_PYTHON else []))
+def test_a_served_runtime_decodes_the_int8_copies_like_this_one(exported, tmp_path, python):
+    """`evaluate.pinned_ort`'s server, under this Python (the protocol) and, where
+    $EDGEASR_ORT_PIN_PYTHON names one, under WeNet's pinned onnxruntime: every mode's hypotheses equal."""
+    _, cpu, _, _ = exported["conformer_relpos_conv2d_swish_ln"]
+    files = {name: cpu[f"{name}_int8"] for name in ("encoder", "ctc", "decoder")}
+    local = OnnxCpuBackend(files["encoder"], files["ctc"], files["decoder"])
+    opts = DecodeOptions(CHUNK, LEFT, modes=("ctc_greedy", "ctc_prefix_beam", "attention_rescoring"), beam_size=3)
+    with OrtServer(Path(python), tmp_path / "server.log") as server:
+        served = served_backend(server, files)
+        for feats in utterances(2):
+            here, there = recognize(local, feats, opts), recognize(served, feats, opts)
+            assert here.hyps == there.hyps
+            if python == sys.executable:
+                np.testing.assert_array_equal(here.log_probs, there.log_probs)
+            else:
+                np.testing.assert_allclose(here.log_probs, there.log_probs, atol=1e-4)
+
+
+def _batch(lengths, seed: int, feat: int = 20):
+    g = torch.Generator().manual_seed(seed)
+    speech = torch.zeros(len(lengths), max(lengths), feat)
+    for i, n in enumerate(lengths):
+        speech[i, :n] = torch.randn(n, feat, generator=g) * 4 + 5
+    return speech, torch.tensor(lengths, dtype=torch.int32)
+
+
+@pytest.mark.parametrize("form", ["sparse", "dense"])
+def test_moe_forms_are_exact_for_every_shape(tmp_path, form):
+    """Both export forms against PyTorch's routed forward (every token through its k experts only):
+    batches of 1-3 with padding, one output frame, long inputs, and an input where an expert gets no
+    frame at all; the gpu offline graph (batched) and the cpu streaming graph (chunks of every size)."""
+    model = make_model("conformer_moe_conv2d8")
+    gpu = export_gpu(model, tmp_path / "gpu", CHUNK, LEFT, beam_size=3, ctc_weight=0.5, reverse_weight=0.3, moe=form)
+    cpu = export_cpu(model, tmp_path / "cpu", CHUNK, LEFT, moe=form)
+    assert read_metadata(gpu["offline_encoder"])["moe_form"] == form == read_metadata(cpu["encoder"])["moe_form"]
+    offline = ort.InferenceSession(str(gpu["offline_encoder"]), providers=["CPUExecutionProvider"])
+    shapes = [[15], [16], [23], [40], [120], [301], [15, 40], [64, 23], [120, 15, 80], [31, 31, 31], [500, 17]]
+    starved = None
+    for seed in range(200):  # an input on which some expert of the first layer gets no frame
+        speech, _ = _batch([31], 1000 + seed)
+        if 0 in _routing_counts(model, speech[0].numpy()):
+            starved = speech[0].numpy()
+            break
+    assert starved is not None
+    cases = [_batch(lengths, seed) for seed, lengths in enumerate(shapes)]
+    cases.append((torch.from_numpy(starved)[None], torch.tensor([31], dtype=torch.int32)))
+    for speech, lens in cases:
+        with torch.no_grad():
+            ref, mask = model.encoder(speech, lens, -1, -1)  # routed: the MoE layers' own forward
+        got = offline.run(None, {"speech": speech.numpy(), "speech_lengths": lens.numpy()})[0]
+        valid = mask.squeeze(1).numpy()
+        assert np.abs(got - ref.numpy())[valid].max() <= 1e-5, (lens.tolist(), form)
+    streamed = worst_diffs(TorchBackend(model), OnnxCpuBackend(cpu["encoder"], cpu["ctc"], cpu["decoder"]),
+                           [c[0][0, : int(c[1][0])].numpy() for c in cases], CHUNK, LEFT)
+    assert streamed["encoder_out"] <= 1e-5 and streamed["ctc_log_probs"] <= 1e-5, streamed

@@ -6,14 +6,16 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import install_fake_hb_mapper
+from conftest import install_fake_hb_mapper, write_model_dir
 from edgeasr.report.sweep import experiment_points
 from edgeasr.params import compose
 from edgeasr.rknn.toolkit import available, find_python
@@ -21,7 +23,7 @@ from edgeasr.rknn.toolkit import available, find_python
 ROOT = Path(__file__).resolve().parents[1]
 DVC_REPRO = [sys.executable, "-m", "dvc", "repro"]
 pytestmark = pytest.mark.pipeline
-RKNN = {"compile_rknn", "eval_rknn"}  # with npu=x3 they write a note; they read exp/bpu all the same
+RKNN = {"compile_rknn", "eval_rknn"}  # the default npu=x3: they write a note
 BPU = {"export_bpu", "eval_bpu", "calibrate", "bpu_config", "compile", "eval_quant"} | RKNN
 ALL = {"synth", "train", "eval_torch", "dev_reference", "export", "eval_onnx", "summary"} | BPU
 
@@ -84,7 +86,13 @@ def test_first_run_writes_metrics(repo):
     assert manifest["artifacts"]["cpu"]["parity"]["encoder_out"] <= manifest["artifacts"]["cpu"]["tolerance"]["encoder_out"]
     for family in ("cpu", "gpu_streaming", "gpu_offline"):
         assert onnx_metrics["test"][family]["ctc_greedy"]["cer_delta"] == 0.0
-    assert json.loads((repo / "metrics" / "export.json").read_text())["cpu"]["encoder_out"] < 1e-4
+    export = json.loads((repo / "metrics" / "export.json").read_text())
+    assert export["cpu"]["encoder_out"] < 1e-4
+    tiny = yaml.safe_load((repo / "params.yaml").read_text())["streaming"]
+    for family, folder in (("cpu", "cpu"), ("cpu_int8", "cpu_int8")):  # WeNet's runtime needs both flags
+        assert (f"decoder_main --onnx_dir exp/export/{folder} --unit_path exp/trained_model/units.txt "
+                f"--chunk_size {tiny['chunk_size']} --num_left_chunks {tiny['num_decoding_left_chunks']} ") in \
+            export["wenet_decoder_main"][family]
     bpu = json.loads((repo / "metrics" / "bpu.json").read_text())
     for name in ("test", "test_unseen_voice"):
         assert bpu[name]["bpu_float"]["ctc_greedy"]["cer_delta"] == 0.0
@@ -161,9 +169,12 @@ def test_with_hb_mapper_on_path_the_pipeline_completes(repo, tmp_path):
 
 def test_the_rk3588_path_is_off_by_default(repo):
     note = json.loads((repo / "metrics" / "rknn.json").read_text())["note"]
-    assert note == "npu=x3: the RK3588 path is off (dvc exp run -S npu=rk3588)"
-    assert "npu=x3" in (repo / "exp" / "rknn" / "README.txt").read_text()
+    assert note == "npu.rk3588=false: eval_rknn is off (rk3588 not chosen; -S npu=rk3588 builds it)"
+    assert [p.name for p in (repo / "exp" / "rknn").iterdir()] == ["README.txt"]
     assert not (repo / "metrics" / "rknn.log").exists()  # logs live in exp/, declared
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert summary["npu"] == "x3" and summary["targets"]["x3"].startswith("built")
+    assert summary["targets"]["rk3588"].startswith("not built: npu.rk3588=false")
 
 
 @pytest.mark.skipif(not available(), reason="rknn-toolkit2 environment missing (python -m edgeasr.rknn.toolkit "
@@ -171,9 +182,11 @@ def test_the_rk3588_path_is_off_by_default(repo):
 def test_npu_rk3588_runs_the_real_toolchain_and_only_its_stages(repo, tmp_path):
     work = tmp_path / "repo"
     shutil.copytree(repo, work, symlinks=True)
-    compose(work / "params.yaml", ["experiment=tiny", "npu=rk3588",
-                                   f"npu.toolkit_python={find_python(None).absolute()}"], work / "conf")
-    assert stages_run(run(DVC_REPRO, work)) == RKNN
+    compose(work / "params.yaml", ["experiment=tiny", "npu=x3_rk3588",
+                                   f"rknn.toolkit_python={find_python(None).absolute()}"], work / "conf")
+    # export_bpu and calibrate serve both targets: they rerun, and write the same files, so nothing of
+    # the X3's reruns after them
+    assert stages_run(run(DVC_REPRO, work)) == RKNN | {"export_bpu", "calibrate", "summary"}
     compiled = json.loads((work / "metrics" / "rknn_compile.json").read_text())
     assert compiled["encoder"]["ops_on_npu"] > 0 and compiled["encoder"]["rknn_bytes"] > 0
     assert (work / "exp" / "rknn" / "encoder.rknn").is_file()
@@ -186,41 +199,60 @@ def test_npu_rk3588_runs_the_real_toolchain_and_only_its_stages(repo, tmp_path):
     assert (work / "exp" / "rknn_simulation" / "simulator.log").is_file()
 
 
-def test_own_model_and_lists_train_and_synthesize_nothing(repo, tmp_path):
-    """model=wenet + data=lists on a WeNet-format directory and lists outside the repository."""
+def test_own_rel_pos_noncausal_model_runs_onnx_only_with_npu_none(repo, tmp_path):
+    """The README's "Your own model" run (model=wenet + data=lists, outside the repository) on what
+    WeNet's recipes train: rel_pos, a non-causal conv module of kernel 15, which the X3 contract
+    refuses. With npu=none `dvc exp run` completes and records its metrics; with npu=x3 it stops at
+    export_bpu with the contract's one line."""
     own = tmp_path / "own"
     for item in ("dvc.yaml", "conf", "stages", "src", ".dvc/config"):
         dst = own / item
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, dst)
+    write_model_dir(tmp_path / "model", "conformer_relpos_noncausal_k15", feat_dim=80)
     run(["git", "init", "-q"], own)
     run([sys.executable, "-m", "dvc", "init", "-q", "--force"], own)
     shutil.copy(ROOT / ".dvc" / "config", own / ".dvc" / "config")
     lists = repo / "data" / "demo"
-    compose(own / "params.yaml", [
-        "model=wenet", f"model.dir={repo / 'exp' / 'trained_model'}",
-        "data=lists", f"data.root={lists}", f"data.test_sets={{mine: {lists / 'test' / 'data.list'}}}",
-        f"data.cali_list={lists / 'cali' / 'data.list'}", "compare.beam_size=3",
-    ], own / "conf")
+    overrides = ["model=wenet", f"model.dir={tmp_path / 'model'}", "data=lists", f"data.root={lists}",
+                 f"data.test_sets={{mine: {lists / 'test' / 'data.list'}}}",
+                 f"data.cali_list={lists / 'cali' / 'data.list'}", "compare.beam_size=3"]
+    compose(own / "params.yaml", overrides, own / "conf")
     run(["git", "add", "-A"], own)
     run(["git", "commit", "-qm", "own model"], own)
-    run(DVC_REPRO, own)
+    dvc = [sys.executable, "-m", "dvc"]
+    run(dvc + ["exp", "run"] + [arg for o in overrides + ["npu=none"] for arg in ("-S", o)], own)
     assert "Nothing trained" in (own / "exp" / "trained_model" / "README.txt").read_text()
     assert "Nothing synthesized" in (own / "data" / "demo" / "README.txt").read_text()
     assert not (own / "data" / "demo" / "wavs").exists()
-    assert set(json.loads((own / "metrics" / "torch.json").read_text())) == {"mine"}
+    torch_metrics = json.loads((own / "metrics" / "torch.json").read_text())
+    assert set(torch_metrics) == {"mine"} and "not causal" in torch_metrics["mine"]["streaming"]["warning"]
     assert set(json.loads((own / "metrics" / "onnx.json").read_text())) == {"produced_by", "mine"}
-    assert set(json.loads((own / "metrics" / "bpu.json").read_text())) == {"produced_by", "mine"}
-    assert set(json.loads((own / "metrics" / "quant.json").read_text())) == {"mode", "worst_nodes", "produced_by",
-                                                                             "mine"}
+    for off in ("bpu.json", "quant.json", "compile.json", "rknn.json"):
+        assert set(json.loads((own / "metrics" / off).read_text())) == {"note"}, off
+    assert [p.name for p in (own / "exp" / "bpu").iterdir()] == ["README.txt"]
+    summary = json.loads((own / "metrics" / "summary.json").read_text())
+    assert summary["npu"] == "none" and all(v.startswith("not built") for v in summary["targets"].values())
+    shown = json.loads(subprocess.run(dvc + ["exp", "show", "--json"], cwd=own, capture_output=True, text=True,
+                                      check=True).stdout)
+    experiment = next(e for rev in shown for e in (rev.get("experiments") or []) if e.get("revs"))["revs"][0]
+    metrics = experiment["data"]["metrics"]
+    assert "mine" in metrics["metrics/onnx.json"]["data"] and "targets" in metrics["metrics/summary.json"]["data"]
+    # The X3 chosen: it fails as the user asked for it, with the contract's one line.
+    compose(own / "params.yaml", overrides + ["npu=x3"], own / "conf")
+    proc = subprocess.run(DVC_REPRO, cwd=own, capture_output=True, text=True)
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "pos_enc_layer_type" in errors[0], proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
 def test_queued_sweep_reruns_only_chunk_stages(repo):
-    """`dvc exp run --queue` a 2 x 2 chunk grid, `dvc queue start`: four experiments with metrics,
-    none of which synthesized or trained anything (the README's sweep, at the tiny preset)."""
+    """`dvc exp run --queue` a chunk x left-chunks grid (2 x 1: the queue's behaviour, at the least
+    cost), `dvc queue start -j 2`: both experiments with metrics, neither of which synthesized or
+    trained anything (the README's sweep, at the tiny preset)."""
     dvc = [sys.executable, "-m", "dvc"]
     run(dvc + ["exp", "run", "--queue", "-S", "experiment=tiny", "-S", "streaming.chunk_size=2,4",
-               "-S", "streaming.num_decoding_left_chunks=1,2"], repo)
+               "-S", "streaming.num_decoding_left_chunks=2"], repo)
     run(dvc + ["queue", "start", "-j", "2"], repo)
     deadline = time.monotonic() + 900
     while True:
@@ -231,7 +263,7 @@ def test_queued_sweep_reruns_only_chunk_stages(repo):
         time.sleep(5)
     assert "Failed" not in status, status
     names = re.findall(r"^(\S+)\s+\S+\s+\S+.*Success", status, flags=re.M)
-    assert len(names) == 4, status
+    assert len(names) == 2, status
     for name in names:
         ran = stages_run(run(dvc + ["queue", "logs", name], repo))
         assert ran and not ran & {"synth", "train"}, (name, ran)
@@ -239,4 +271,145 @@ def test_queued_sweep_reruns_only_chunk_stages(repo):
                                       check=True).stdout)
     points = experiment_points(shown, "test")
     grid = {(p["chunk_size"], p["left_chunks"]) for p in points if p["artifact"] == "quantized"}
-    assert {(2, 1), (2, 2), (4, 1), (4, 2)} <= grid
+    assert {(2, 2), (4, 2)} <= grid
+
+
+def uncached_copy(repo: Path, tmp_path: Path) -> Path:
+    """A copy of the base repository whose evaluations decode for real, on Dask workers: no shard
+    cache, one utterance per shard (`compute` is no DVC param: nothing reruns for it)."""
+    work = tmp_path / "repo"
+    shutil.copytree(repo, work, symlinks=True)
+    shutil.rmtree(work / ".edgeasr", ignore_errors=True)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["compute"]["shard_utts"] = 1
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return work
+
+
+def stage_by_hand(work: Path, stage: str, **popen) -> subprocess.CompletedProcess:
+    """A stage script run as the README's "by hand" runs do, in `work`, with a timeout."""
+    return subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=work, capture_output=True, text=True,
+                          timeout=300, **popen)
+
+
+def only_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The stage ended with exactly one `error:` line and no traceback; returns it."""
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    return errors[0]
+
+
+def test_damaged_artifacts_stop_every_reader_with_one_line(repo, tmp_path):
+    """A truncated graph, a corrupted one of the right size, a truncated calibration sample, a
+    damaged manifest: each reader stops with one line naming the file, and writes no metrics."""
+    work = tmp_path / "repo"
+    shutil.copytree(repo, work, symlinks=True)
+    encoder = work / "exp" / "export" / "cpu" / "encoder.onnx"
+    encoder.write_bytes(encoder.read_bytes()[: encoder.stat().st_size // 2])  # a copy that stopped
+    before = (work / "metrics" / "onnx.json").read_bytes()
+    line = only_error_line(stage_by_hand(work, "eval_onnx"))
+    assert "exp/export/cpu/encoder.onnx" in line and "truncated" in line and "dvc repro -f -s export" in line
+    assert (work / "metrics" / "onnx.json").read_bytes() == before
+    ctc = work / "exp" / "bpu" / "ctc.onnx"
+    data = bytearray(ctc.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
+    ctc.write_bytes(bytes(data))
+    line = only_error_line(stage_by_hand(work, "eval_bpu"))
+    assert "exp/bpu/ctc.onnx" in line and "SHA-256" in line
+    (work / "exp" / "compile" / "artifacts.json").write_text('{"stage": "compile", "artif')
+    line = only_error_line(stage_by_hand(work, "eval_quant"))
+    assert "exp/compile/artifacts.json" in line
+    sample = sorted((work / "exp" / "calibration" / "encoder" / "chunk").glob("*.bin"))[0]
+    sample.write_bytes(sample.read_bytes()[:100])
+    shutil.copy(repo / "exp" / "bpu" / "ctc.onnx", ctc)  # only the sample is damaged now
+    line = only_error_line(stage_by_hand(work, "compile"))
+    assert sample.name in line and "damaged calibration sample" in line
+    assert not (work / "exp" / "compile").exists()  # nothing eval_quant would take
+
+
+def test_sigterm_mid_stage_stops_its_workers_and_keeps_nothing(repo, tmp_path):
+    """A real SIGTERM to eval_torch while it decodes on its Dask workers: one line, exit 143, no
+    exp/eval_torch (nor its .partial), every worker process gone; SIGKILL to a `dvc repro` process
+    group leaves a .partial that the next `dvc repro` removes itself, and the workspace is clean."""
+    import psutil
+
+    work = uncached_copy(repo, tmp_path)
+    proc = subprocess.Popen([sys.executable, "stages/eval_torch.py"], cwd=work, stderr=subprocess.PIPE, text=True)
+    partial = work / "exp" / "eval_torch.partial"
+    children = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(children) < 2 and proc.poll() is None:  # the stage and its workers are up
+            assert time.monotonic() < deadline, "the stage's Dask workers never started"
+            children = psutil.Process(proc.pid).children(recursive=True) if partial.exists() else []
+            time.sleep(0.05)
+        assert proc.poll() is None, "eval_torch finished before it could be stopped"
+        proc.send_signal(signal.SIGTERM)
+        stderr = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == "error: eval_torch stopped by SIGTERM: it kept nothing it was writing (rerun it)"
+    assert not (work / "exp" / "eval_torch").exists() and not partial.exists()
+    gone, alive = psutil.wait_procs(children, timeout=20)
+    for leftover in alive:  # stop what the test started, then fail
+        leftover.kill()
+    assert not alive, [p.pid for p in alive]
+
+    repro = subprocess.Popen(DVC_REPRO + ["-s", "eval_torch"], cwd=work, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not partial.exists():
+            assert time.monotonic() < deadline and repro.poll() is None, "eval_torch never started"
+            time.sleep(0.05)
+        group = [psutil.Process(repro.pid)] + psutil.Process(repro.pid).children(recursive=True)
+        os.killpg(repro.pid, signal.SIGKILL)
+        repro.wait(timeout=30)
+    finally:
+        if repro.poll() is None:
+            os.killpg(repro.pid, signal.SIGKILL)
+    psutil.wait_procs(group, timeout=20)
+    assert not (work / "exp" / "eval_torch").exists()
+    out = run(DVC_REPRO, work)
+    assert "eval_torch" in stages_run(out) and not partial.exists()
+    assert "up to date" in run([sys.executable, "-m", "dvc", "status"], work)
+
+
+def test_a_full_disk_is_one_line_and_keeps_nothing(repo, tmp_path):
+    """export under a file-size limit the kernel enforces (what a full disk or quota does to a write):
+    one line naming the file, no exp/export and no .partial left."""
+    import resource
+
+    work = tmp_path / "repo"
+    shutil.copytree(repo, work, symlinks=True)
+
+    def small_files() -> None:  # in the child: writes past 64 KB fail with EFBIG instead of a signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))
+
+    line = only_error_line(stage_by_hand(work, "export", preexec_fn=small_files))
+    assert "File too large" in line and "export kept nothing" in line
+    assert not (work / "exp" / "export").exists() and not (work / "exp" / "export.partial").exists()
+
+
+def test_a_second_repro_in_the_same_workspace_is_refused(repo, tmp_path):
+    """Two `dvc repro` at once: the second stops with DVC's lock message, the first finishes."""
+    work = uncached_copy(repo, tmp_path)
+    first = subprocess.Popen(DVC_REPRO + ["-f", "-s", "eval_torch"], cwd=work, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (work / "exp" / "eval_torch.partial").exists():
+            assert time.monotonic() < deadline and first.poll() is None, "the first repro never started"
+            time.sleep(0.05)
+        second = subprocess.run(DVC_REPRO, cwd=work, capture_output=True, text=True, timeout=120)
+        assert second.returncode != 0 and "Unable to acquire lock" in second.stdout + second.stderr
+        out = first.communicate(timeout=300)[0]
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert first.returncode == 0, out[-3000:]

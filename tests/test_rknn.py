@@ -82,7 +82,7 @@ def test_accuracy_rows_skip_fused_layers():
 
 def test_missing_toolkit_says_where_it_looked_and_how_to_create_it(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_VARIABLE, raising=False)
-    with pytest.raises(EdgeAsrError, match=r"/nowhere/python \(npu\.toolkit_python\): create its environment "
+    with pytest.raises(EdgeAsrError, match=r"/nowhere/python \(rknn\.toolkit_python\): create its environment "
                                            r"with `python -m edgeasr\.rknn\.toolkit create-env`"):
         find_python("/nowhere/python")
     monkeypatch.setenv(ENV_VARIABLE, str(tmp_path / "python"))

@@ -5,7 +5,7 @@ Layers, lowest first; a module imports only from layers below its own (tests/tes
     errors, checks, similarity, what everything may use: the user-error type, setting-value
     paths                       checks, signal similarity, the pipeline's artifact and metrics paths
     cli                         stage entry points: one-line errors, atomic outputs, metrics files
-    params                      params.yaml loading and validation
+    params | targets            params.yaml loading and validation | the NPU targets a run builds
     frontend                    audio, fbank, CMVN, data lists, tokens, test-set preparation
     model                       WeNet-compatible networks and checkpoint loading
     artifact                    ONNX tracing settings, sessions, the metadata contract
@@ -14,7 +14,7 @@ Layers, lowest first; a module imports only from layers below its own (tests/tes
     evaluate | rknn             CER, reports, artifact comparisons | the RK3588 compile and simulator
                                 (rknn-toolkit2 run as a program in its own environment)
     demo | report | bench       the embedded corpus and trainer, reports, the benchmarks (speed per
-    | bench_scale               backend; the evaluation's scale over Dask workers)
+    | bench_scale | bench_moe   backend; the evaluation's scale over Dask workers; dense vs sparse MoE)
 """
 
 __version__ = "0.1.0"
@@ -23,12 +23,12 @@ __version__ = "0.1.0"
 LAYERS = {
     "errors": 0, "checks": 0, "similarity": 0, "paths": 0,
     "cli": 1,
-    "params": 2,
+    "params": 2, "targets": 2,
     "frontend": 3,
     "model": 4,
     "artifact": 5,
     "decode": 6,
     "export": 7, "bpu": 7,
     "evaluate": 8, "rknn": 8,
-    "demo": 9, "report": 9, "bench": 9, "bench_scale": 9,
+    "demo": 9, "report": 9, "bench": 9, "bench_scale": 9, "bench_moe": 9,
 }

@@ -103,6 +103,7 @@ RULES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     **{f"compare.{k}": rule for k, rule in _SEARCH_RULES.items()},
     "export.opset": ((lambda v: _is_int(v) and 11 <= v <= 20), "an integer in [11, 20]"),
     "export.parity_utts": _int_at_least(1),
+    "export.moe_form": ((lambda v: v in ("sparse", "dense")), "sparse or dense"),
     "calibrate.max_samples": _int_at_least(1),
     "calibrate.seed": _int_at_least(0),
     "bpu.layer_norm_on_bpu": _BOOL,
@@ -122,6 +123,8 @@ RULES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "model.train.decoder_only_share": ((lambda v: _is_number(v) and 0.0 <= v < 1.0), "a number in [0, 1)"),
     "model.train.frozen_norm_share": ((lambda v: _is_number(v) and 0.0 <= v <= 1.0), "a number in [0, 1]"),
     "data.synth.num_train": _int_at_least(1),
+    "npu.x3": _BOOL,
+    "npu.rk3588": _BOOL,
     "compute.workers": _int_at_least(0),
     "compute.shard_utts": _int_at_least(1),
 }

@@ -45,5 +45,6 @@ RKNN_LAYERS_TABLE = METRICS / "rknn_layers.csv"
 RKNN_OPS_TABLE = METRICS / "rknn_ops.csv"
 RKNN_METRICS = METRICS / "rknn.json"
 SUMMARY_TABLE = METRICS / "summary.csv"
+SUMMARY_METRICS = METRICS / "summary.json"  # summary: the NPU targets this run built
 WORST_NODES_TABLE = METRICS / "worst_nodes.csv"
 SWEEP_REPORT = METRICS / "sweep.html"

@@ -7,6 +7,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import onnx
 import onnxruntime as ort
 import torch
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from ..errors import EdgeAsrError
 
@@ -74,7 +75,14 @@ def session(path: Path, threads: int = 1) -> ort.InferenceSession:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except (RuntimeError, ort_errors.Fail, ort_errors.InvalidProtobuf, ort_errors.InvalidGraph,
+            ort_errors.NoSuchFile, ort_errors.NotImplemented) as exc:
+        # NOTE: a file an edgeasr stage wrote is checked against its manifest's digest first; this is
+        # for everything else (a graph given by hand, or one no runtime kernel implements).
+        raise EdgeAsrError(f"{path}: onnxruntime {ort.__version__} cannot load it "
+                           f"({str(exc).splitlines()[0][:300]})") from None
 
 
 def graph_inputs(path: Path) -> List[Tuple[str, List[int]]]:

@@ -101,9 +101,18 @@ def read_samples(folders: Mapping[str, Path], shapes: Mapping[str, Sequence[int]
     if not names:
         raise EdgeAsrError(f"{first}: no calibration samples (*.bin)")
     for name in names[: limit or None]:
-        yield {
-            key: np.fromfile(folder / name, dtype=np.float32).reshape(shapes[key]) for key, folder in folders.items()
-        }
+        yield {key: _read_sample(folder / name, key, shapes[key]) for key, folder in folders.items()}
+
+
+def _read_sample(path: Path, input_name: str, shape: Sequence[int]) -> np.ndarray:
+    """One float32 sample of a graph input; a missing or truncated one is a one-line error."""
+    if not path.is_file():
+        raise EdgeAsrError(f"{path}: calibration sample missing for input {input_name}: rerun dvc repro -f -s calibrate")
+    array = np.fromfile(path, dtype=np.float32)
+    if array.size != int(np.prod(shape)):
+        raise EdgeAsrError(f"{path}: {path.stat().st_size} bytes, input {input_name} {list(shape)} needs "
+                           f"{4 * int(np.prod(shape))} (a damaged calibration sample): rerun dvc repro -f -s calibrate")
+    return array.reshape(shape)
 
 
 def calibration_folders(cal_dir: Path, model: str, input_names: Sequence[str]) -> Dict[str, Path]:

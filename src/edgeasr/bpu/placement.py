@@ -207,7 +207,10 @@ def placement_summary(report: Sequence[Placement]) -> Dict[str, object]:
     }
 
 
+PLACEMENT_COLUMNS = ["graph", "node", "op", "device", "cpu", "run_on_cpu", "reason"]
+
+
 def write_table(path: Path, reports: Mapping[str, Sequence[Placement]]) -> None:
-    """The per-node table (graph, node, op, device, cpu, reason) as CSV."""
-    write_csv(path, ["graph", "node", "op", "device", "cpu", "run_on_cpu", "reason"],
+    """The per-node table (PLACEMENT_COLUMNS) as CSV."""
+    write_csv(path, PLACEMENT_COLUMNS,
               ({"graph": graph, **p.as_row()} for graph, report in reports.items() for p in report))

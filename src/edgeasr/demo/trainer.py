@@ -326,10 +326,10 @@ def train(
     # routing's gathers and scatters cost more than the extra experts' matmuls.
     dense_layers = list(moe_layers(model).values())
     for layer in dense_layers:
-        layer.dense = True
+        layer.form = "dense"
     report = run_phases(model, cfg, feats, labels, keep, rng)
     for layer in dense_layers:
-        layer.dense = False
+        layer.form = "routed"
     torch.save(model.state_dict(), out_dir / "final.pt")
     return {**report, "utterances": len(keep), "parameters": sum(p.numel() for p in model.parameters())}
 

@@ -27,7 +27,7 @@ import yaml
 from ..artifact.metadata import model_geometry, write_metadata
 from ..artifact.onnx_io import export_graph
 from ..model.asr_model import ASRModel
-from .graphs import BatchEncoder, BatchRescoringDecoder, BatchStreamingEncoder, dense_moe, io_shapes
+from .graphs import BatchEncoder, BatchRescoringDecoder, BatchStreamingEncoder, io_shapes, moe_form, moe_metadata
 
 CONFIG = "config.yaml"  # the file runtime/gpu/scripts/convert.py reads beside the models
 
@@ -119,17 +119,17 @@ def export_rescoring_decoder(model: ASRModel, path: Path, ctc_weight: float, rev
 
 
 def export_gpu(model: ASRModel, out_dir: Path, chunk_size: int, num_left_chunks: int, beam_size: int,
-               ctc_weight: float, reverse_weight: float, opset: int = 13) -> Dict[str, object]:
+               ctc_weight: float, reverse_weight: float, opset: int = 13, moe: str = "sparse") -> Dict[str, object]:
     """Write gpu/offline (and gpu/streaming when the model streams there); returns name -> path,
     plus `skipped`: {family: reason} for what was not written."""
     geometry = model_geometry(model, chunk_size, num_left_chunks)
-    meta = {**geometry, "beam_size": beam_size, "opset": opset, "model_type": "wenet_gpu",
+    meta = {**geometry, **moe_metadata(model, moe), "beam_size": beam_size, "opset": opset, "model_type": "wenet_gpu",
             "ctc_weight": ctc_weight, "reverse_weight": reverse_weight}
     weights = {"beam_size": beam_size, "ctc_weight": ctc_weight, "reverse_weight": reverse_weight, "fp16": False}
     paths: Dict[str, object] = {"offline_encoder": out_dir / "offline" / "encoder.onnx"}
     skipped: Dict[str, str] = {}
     why_not_streaming = streaming_unsupported(model, num_left_chunks)
-    with dense_moe(model):
+    with moe_form(model, moe):
         export_offline_encoder(model, paths["offline_encoder"], beam_size, opset)
         if why_not_streaming is None:
             paths["streaming_encoder"] = out_dir / "streaming" / "encoder.onnx"

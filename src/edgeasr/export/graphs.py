@@ -4,7 +4,7 @@ They call the model's own forward functions, so an export is the model, not a co
 """
 
 from contextlib import contextmanager
-from typing import Iterator, Tuple
+from typing import Dict, Iterator, Tuple
 
 import torch
 
@@ -14,16 +14,25 @@ from ..model.mask import make_pad_mask
 
 
 @contextmanager
-def dense_moe(model: torch.nn.Module) -> Iterator[None]:
-    """Run MoE layers in their dense form: routing has data-dependent shapes that a tracer bakes."""
+def moe_form(model: torch.nn.Module, form: str) -> Iterator[None]:
+    """Run MoE layers in `form` (model.ffn.MOE_FORMS) inside the block: an export traces `sparse`
+    (only the k selected experts, any token count per expert) or `dense` (every expert, static
+    shapes: the NPU graphs). The routed form indexes in place, and the tracer would bake its shapes."""
+    if form not in ("sparse", "dense"):
+        raise ValueError(f"MoE export form {form!r}: sparse or dense")
     layers = list(moe_layers(model).values())
     for layer in layers:
-        layer.dense = True
+        layer.form = form
     try:
         yield
     finally:
         for layer in layers:
-            layer.dense = False
+            layer.form = "routed"
+
+
+def moe_metadata(model: torch.nn.Module, form: str) -> Dict[str, str]:
+    """The metadata key saying which MoE form a graph holds ("none" without MoE layers)."""
+    return {"moe_form": form if moe_layers(model) else "none"}
 
 
 class StreamingEncoder(torch.nn.Module):

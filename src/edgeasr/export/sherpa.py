@@ -19,7 +19,7 @@ from ..errors import EdgeAsrError
 from ..frontend.datalist import read_symbol_table
 from ..model.asr_model import ASRModel
 from .cpu import streaming_example_inputs
-from .graphs import StreamingEncoder, dense_moe
+from .graphs import StreamingEncoder, moe_form, moe_metadata
 
 
 class SherpaStreamingModel(torch.nn.Module):
@@ -43,7 +43,7 @@ class SherpaStreamingModel(torch.nn.Module):
 
 
 def export_sherpa(model: ASRModel, units: Path, out_dir: Path, chunk_size: int, num_left_chunks: int,
-                  opset: int = 13) -> Dict[str, Path]:
+                  opset: int = 13, moe: str = "sparse") -> Dict[str, Path]:
     if num_left_chunks <= 0:
         raise EdgeAsrError(
             f"streaming.num_decoding_left_chunks: sherpa-onnx's WeNet runtime needs a fixed cache (> 0), got {num_left_chunks}"
@@ -52,11 +52,11 @@ def export_sherpa(model: ASRModel, units: Path, out_dir: Path, chunk_size: int, 
         # sherpa-onnx exits the process (not an exception) when tokens.txt lacks it.
         raise EdgeAsrError(f"{units}: sherpa-onnx needs '<blank> 0' in tokens.txt")
     chunk, offset, required, att_cache, cnn_cache, att_mask = streaming_example_inputs(model, chunk_size, num_left_chunks)
-    meta = model_geometry(model, chunk_size, num_left_chunks)
+    meta = {**model_geometry(model, chunk_size, num_left_chunks), **moe_metadata(model, moe)}
     # sherpa-onnx sizes conv_cache from metadata (cnn_module_kernel - 1) whether or not it is read.
     cnn_cache = torch.zeros(cnn_cache.size(0), 1, cnn_cache.size(2), int(meta["cnn_module_kernel"]) - 1)
     path = out_dir / "model.onnx"
-    with dense_moe(model):
+    with moe_form(model, moe):
         export_graph(
             SherpaStreamingModel(model),
             (chunk, offset.reshape(1), required.reshape(1), att_cache, cnn_cache, att_mask),

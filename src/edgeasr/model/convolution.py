@@ -4,7 +4,7 @@ The cache holds the last K-1 frames of the module's *input* (before pointwise_co
 depthwise conv over [cache, chunk] equals the full-utterance conv: cnn_cache is (1, D, K-1).
 """
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -67,3 +67,17 @@ class ConvolutionModule(torch.nn.Module):
         if mask_pad.size(2) > 0:
             x = x.masked_fill(~mask_pad, 0.0)
         return x.transpose(1, 2), new_cache
+
+
+def streaming_caveat(model: torch.nn.Module) -> Optional[str]:
+    """A warning for a model whose conv modules are not causal, or None: streamed, each chunk's
+    depthwise conv reads zero padding past the chunk's right edge where full-context training read
+    the next frames, so streaming costs more accuracy than the attention context alone explains
+    (docs/training.md measures how much)."""
+    modules = [m for m in model.modules() if isinstance(m, ConvolutionModule) and m.lorder == 0]
+    if not modules:
+        return None
+    kernel = modules[0].depthwise_conv.kernel_size[0]
+    return (f"the conv module is not causal (kernel {kernel}, {len(modules)} blocks): streamed, each chunk's conv "
+            f"sees zeros past the chunk edge that it never saw in training; expect streaming CER well above full "
+            f"context (docs/training.md)")

@@ -24,9 +24,11 @@ class PositionwiseFeedForward(torch.nn.Module):
 class MoEFFNLayer(torch.nn.Module):
     """Top-k routed experts: gate (no bias) -> top-k logits -> softmax over the k -> weighted sum.
 
-    `forward` routes tokens like WeNet (data-dependent shapes: exact, but hard to export);
-    `forward_dense` runs every expert and weights it with a top-k mask (static shapes, same
-    result up to float summation order). Both are used: routing for torch, dense for export.
+    `forward` routes tokens like WeNet (indexing in place: exact, but the tracer bakes its shapes);
+    `forward_sparse` computes the same k experts per token in ops that trace to a graph valid for
+    any number of tokens per expert, none included (NonZero, Gather, ScatterND): what the onnxruntime
+    families export; `forward_dense` runs every expert and weights it with a top-k mask (static
+    shapes, n_expert / k times the FFN work), what the NPU graphs need. `form` picks one.
     """
 
     def __init__(
@@ -46,12 +48,14 @@ class MoEFFNLayer(torch.nn.Module):
         )
         self.n_expert = n_expert
         self.n_expert_activated = n_expert_activated
-        self.dense = False  # set by export.dense_moe(): run every expert (static shapes)
+        self.form = "routed"  # MOE_FORMS; set around an export by export.graphs.moe_form()
 
     def forward(self, xs: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, T, D), each token through its k selected experts only."""
-        if self.dense:
+        if self.form == "dense":
             return self.forward_dense(xs)
+        if self.form == "sparse":
+            return self.forward_sparse(xs)
         b, t, d = xs.size()
         flat = xs.reshape(-1, d)
         logits, selected = torch.topk(self.gate(flat), self.n_expert_activated)  # (N, k)
@@ -70,6 +74,22 @@ class MoEFFNLayer(torch.nn.Module):
         masked = router.masked_fill(~selected, -float("inf"))
         return torch.softmax(masked, dim=-1)
 
+    def forward_sparse(self, xs: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D), each token through its k selected experts only, in traceable ops:
+        the rows routed to expert i are gathered (NonZero: 0..B*T of them), run, weighted and
+        scattered back; no shape is taken from one input."""
+        flat = xs.reshape(-1, xs.size(-1))  # (N, D)
+        logits, selected = torch.topk(self.gate(flat), self.n_expert_activated)  # (N, k)
+        weights = torch.softmax(logits, dim=1, dtype=torch.float).to(dtype=xs.dtype)
+        out = torch.zeros_like(flat)
+        for i, expert in enumerate(self.experts):
+            chosen = selected == i  # (N, k): at most one True per row
+            rows = torch.nonzero(chosen.any(dim=1)).squeeze(1)  # (n_i,)
+            weight = (weights * chosen).sum(dim=1).index_select(0, rows)  # (n_i,): x + 0 + ... is exact
+            update = weight[:, None] * expert(flat.index_select(0, rows))  # (n_i, D)
+            out = out + torch.zeros_like(flat).index_put((rows,), update)
+        return out.reshape(xs.shape)
+
     def forward_dense(self, xs: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, T, D) with every expert run: static shapes for ONNX/BPU export."""
         weights = self.expert_weights(xs)
@@ -77,6 +97,9 @@ class MoEFFNLayer(torch.nn.Module):
         for i, expert in enumerate(self.experts):
             out = out + weights[..., i : i + 1] * expert(xs)
         return out
+
+
+MOE_FORMS = ("routed", "sparse", "dense")  # MoEFFNLayer.form
 
 
 def moe_layers(model: torch.nn.Module) -> Dict[str, MoEFFNLayer]:

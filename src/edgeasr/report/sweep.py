@@ -1,11 +1,15 @@
-"""The sweep report: every experiment's chunk settings against CER, real-time factor and latency.
+"""The sweep report: every experiment's chunk settings against CER, CER − PyTorch and speed, grouped so
+that only comparable points share a chart.
 
     python -m edgeasr.report.sweep [-o metrics/sweep.html] [--set test]
 
-reads `dvc exp show --json` (the workspace, commits and queued/finished experiments), draws
-CER and real-time factor against chunk size, one line per artifact and left-chunk setting, and the
-per-node cosine of the quantized graph (worst nodes) and the INT8 sensitivity by layer group
-(CER − PyTorch with one group quantized, metrics/int8_sensitivity.csv) as bars. Charts are rendered to SVG by
+reads `dvc exp show --json` (the workspace, commits and queued/finished experiments). Points are
+grouped by what makes them comparable (`comparable_group`): the model's content (the hash DVC
+recorded for `model.dir`), the test set, the number of utterances decoded and the decoding settings
+(`compare.*`). Each group gets its own grid, titled with what it holds: a heatmap of CER − PyTorch per
+artifact over chunk × left chunks, one of PyTorch's CER, and CER against chunk size per artifact and
+left-chunk setting. Below them the worst quantized nodes of the workspace (1 − cosine on a log axis,
+full names in a table) and the INT8 sensitivity by layer group. Charts are rendered to SVG by
 vl-convert and inlined, so the page needs no network (DVC's own HTML pulls vega from a CDN).
 """
 
@@ -21,53 +25,81 @@ from typing import Dict, Iterator, List, Mapping, Optional
 import vl_convert
 
 from ..errors import EdgeAsrError
-from ..paths import BPU_METRICS, INT8_SENSITIVITY_TABLE, ONNX_METRICS, QUANT_METRICS, SWEEP_REPORT, TORCH_METRICS
+from ..paths import (BPU_METRICS, INT8_SENSITIVITY_TABLE, ONNX_METRICS, QUANT_METRICS, RKNN_METRICS, SWEEP_REPORT,
+                     TORCH_METRICS)
 
 ARTIFACTS = {  # artifact -> (metrics file, path to its streaming family inside a test set)
     "pytorch": (str(TORCH_METRICS), ("streaming",)),
     "onnx_cpu": (str(ONNX_METRICS), ("cpu",)),
     "bpu_float": (str(BPU_METRICS), ("bpu_float",)),
     "quantized": (str(QUANT_METRICS), ("quantized",)),
+    "rk3588_int8": (str(RKNN_METRICS), ("rk3588_int8",)),  # npu=rk3588 / x3_rk3588 experiments only
 }
 MODE = "ctc_greedy"
+DECODING_KEYS = ("beam_size", "ctc_weight", "reverse_weight")  # compare.* that change a hypothesis
+VEGA = "https://vega.github.io/schema/vega-lite/v5.json"  # the spec's schema id, never fetched
 
 
-def _records(entries: List[dict]) -> Iterator[dict]:
-    """Every row of `dvc exp show --json` that carries data: commits and their experiments."""
+def _records(entries: List[dict], baseline: Optional[str] = None) -> Iterator[dict]:
+    """Every row of `dvc exp show --json` that carries data: commits and their experiments, each
+    with the commit it was run on (`baseline`)."""
     for entry in entries:
+        rev = entry.get("rev")
+        base = baseline or str(rev)
         if entry.get("data"):
-            yield {"rev": entry.get("rev"), "name": entry.get("name"), **entry["data"]}
+            yield {"rev": rev, "name": entry.get("name"), "baseline": base, **entry["data"]}
         for experiment in entry.get("experiments") or []:
-            yield from _records(experiment.get("revs") or [])
+            yield from _records(experiment.get("revs") or [], base)
 
 
 def _metric(record: Mapping, path: str) -> Optional[dict]:
     return ((record.get("metrics") or {}).get(path) or {}).get("data")
 
 
+def comparable_group(record: Mapping, params: Mapping, test_set: str) -> Optional[Dict[str, object]]:
+    """What a point of `record` is comparable on: the model (name, dir, content hash DVC recorded for
+    the dir, else the commit), the test set, utterances decoded, decoding settings; None without a
+    PyTorch reference on `test_set`."""
+    reference = (_metric(record, str(TORCH_METRICS)) or {}).get(test_set)
+    if not reference:
+        return None
+    model = params.get("model") or {}
+    model_dir = str(model.get("dir", "?"))
+    content = ((record.get("deps") or {}).get(model_dir) or {}).get("hash")
+    compare = params.get("compare") or {}
+    return {"model": str(model.get("name", "?")), "model_dir": model_dir,
+            "model_version": f"content {content[:8]}" if content else f"commit {str(record['baseline'])[:7]}",
+            "test_set": test_set, "utterances": reference.get("utterances"),
+            "decoding": ", ".join(f"{k} {compare.get(k)}" for k in DECODING_KEYS if k in compare)}
+
+
+def group_title(group: Mapping[str, object]) -> str:
+    return (f"model {group['model']} ({group['model_dir']}, {group['model_version']}) · test set "
+            f"{group['test_set']}, {group['utterances']} utterances · {group['decoding'] or 'default decoding'}")
+
+
 def experiment_points(exp_show: List[dict], test_set: str) -> List[Dict[str, object]]:
-    """One point per (experiment, artifact): chunk, left chunks, CER, CER - PyTorch, RTF, ms per chunk."""
+    """One point per (experiment, artifact): chunk, left chunks, CER, CER − PyTorch, RTF, ms per chunk,
+    and the title of its comparable group (`group`)."""
     points, seen = [], set()
     for record in _records(exp_show):
         params = ((record.get("params") or {}).get("params.yaml") or {}).get("data") or {}
         streaming = params.get("streaming") or {}
-        if "chunk_size" not in streaming:
+        group = comparable_group(record, params, test_set)
+        if "chunk_size" not in streaming or group is None:
             continue
         rev = str(record["rev"])
         name = record["name"] or (rev if rev == "workspace" else rev[:7])
         for artifact, (path, keys) in ARTIFACTS.items():
-            data = _metric(record, path)
-            family = (data or {}).get(test_set)
+            family = (_metric(record, path) or {}).get(test_set)
             for key in keys:
                 family = (family or {}).get(key)
-            if not family or MODE not in family:
+            if not family or MODE not in family or (name, artifact) in seen:
                 continue
-            key = (name, artifact)
-            if key in seen:
-                continue
-            seen.add(key)
+            seen.add((name, artifact))
             points.append({
                 "experiment": name,
+                "group": group_title(group),
                 "artifact": artifact,
                 "chunk_size": streaming["chunk_size"],
                 "left_chunks": streaming["num_decoding_left_chunks"],
@@ -81,11 +113,13 @@ def experiment_points(exp_show: List[dict], test_set: str) -> List[Dict[str, obj
 
 
 def read_worst_nodes(quant_metrics: Path, count: int = 10) -> List[dict]:
-    """The workspace's worst quantized nodes, from metrics/quant.json (`dvc exp show` drops lists)."""
+    """The workspace's worst quantized nodes, from metrics/quant.json (`dvc exp show` drops lists):
+    full name, a short label (graph and the node's last two path parts), cosine and 1 − cosine."""
     if not quant_metrics.is_file():
         return []
     nodes = json.loads(quant_metrics.read_text()).get("worst_nodes", [])
-    return [{"node": f"{n['graph']}:{n['node']}", "cosine": n["cosine"]} for n in nodes[:count]]
+    return [{"node": f"{n['graph']}:{n['node']}", "label": f"{n['graph']}:{'/'.join(n['node'].split('/')[-2:])}",
+             "cosine": n["cosine"], "one_minus_cosine": max(1.0 - n["cosine"], 1e-9)} for n in nodes[:count]]
 
 
 def sensitivity_rows(table: Path) -> List[dict]:
@@ -100,8 +134,7 @@ def sensitivity_rows(table: Path) -> List[dict]:
 def line_chart(points: List[dict], field: str, title: str) -> dict:
     """`field` against chunk size; color = artifact, dash = left chunks (one line per pair)."""
     return {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": title, "width": 420, "height": 260,
+        "$schema": VEGA, "title": title, "width": 360, "height": 220,
         "data": {"values": points},
         "mark": {"type": "line", "point": True},
         "encoding": {
@@ -116,15 +149,37 @@ def line_chart(points: List[dict], field: str, title: str) -> dict:
     }
 
 
-def bar_chart(nodes: List[dict]) -> dict:
+def heatmap(points: List[dict], field: str, title: str) -> dict:
+    """`field` over chunk size × left chunks, the value written in each cell."""
+    cell = {"x": {"field": "chunk_size", "type": "ordinal", "title": "chunk size (encoder frames)"},
+            "y": {"field": "left_chunks", "type": "ordinal", "title": "left chunks", "sort": "descending"}}
     return {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": "cosine similarity, float vs INT8 (worst nodes)", "width": 420, "height": 22 * max(len(nodes), 1),
+        "$schema": VEGA, "title": title, "width": 40 * len({p["chunk_size"] for p in points}) + 40,
+        "height": 30 * len({p["left_chunks"] for p in points}) + 20,
+        "data": {"values": points},
+        "layer": [
+            {"mark": "rect", "encoding": {**cell, "color": {"field": field, "type": "quantitative", "title": field},
+                                          "tooltip": [{"field": f} for f in ("experiment", "chunk_size",
+                                                                             "left_chunks", field)]}},
+            {"mark": {"type": "text", "fontSize": 10},
+             "encoding": {**cell, "text": {"field": field, "type": "quantitative", "format": ".2f"}}},
+        ],
+    }
+
+
+def worst_nodes_chart(nodes: List[dict]) -> dict:
+    """1 − cosine of the worst quantized nodes on a log axis: the differences that matter are visible."""
+    return {
+        "$schema": VEGA,
+        "title": "1 − cosine, float vs INT8 (worst nodes; full names below)", "width": 360,
+        "height": 22 * max(len(nodes), 1),
         "data": {"values": nodes},
         "mark": "bar",
         "encoding": {
-            "y": {"field": "node", "type": "nominal", "sort": "x", "title": None},
-            "x": {"field": "cosine", "type": "quantitative", "scale": {"zero": False}},
+            "y": {"field": "label", "type": "nominal", "sort": "-x", "title": None},
+            "x": {"field": "one_minus_cosine", "type": "quantitative", "scale": {"type": "log"},
+                  "title": "1 − cosine (log)"},
+            "tooltip": [{"field": "node"}, {"field": "cosine"}],
         },
     }
 
@@ -132,7 +187,7 @@ def bar_chart(nodes: List[dict]) -> dict:
 def sensitivity_chart(rows: List[dict]) -> dict:
     """CER − PyTorch on the dev utterances with one layer group quantized at a time."""
     return {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "$schema": VEGA,
         "title": "INT8 sensitivity: CER − PyTorch (dev) with only this group quantized",
         "width": 420, "height": 14 * max(len(rows), 1),
         "data": {"values": rows},
@@ -146,28 +201,64 @@ def sensitivity_chart(rows: List[dict]) -> dict:
     }
 
 
+def group_charts(points: List[dict], test_set: str) -> List[dict]:
+    """One comparable group's grid: CER − PyTorch per artifact, PyTorch's CER, CER against chunk size."""
+    artifacts = [a for a in ARTIFACTS if a != "pytorch" and any(p["artifact"] == a for p in points)]
+    charts = [heatmap([p for p in points if p["artifact"] == a], "cer_delta", f"{a}: CER − PyTorch (points)")
+              for a in artifacts]
+    charts.append(heatmap([p for p in points if p["artifact"] == "pytorch"], "cer", "PyTorch: CER %"))
+    charts.append(line_chart(points, "cer", f"CER % ({test_set}, streaming, CTC greedy)"))
+    return charts
+
+
+def _svg(spec: dict) -> str:
+    return f'<div class="chart">{vl_convert.vegalite_to_svg(spec)}</div>'
+
+
+def _table(rows: List[dict], columns: List[str]) -> str:
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c)))}</td>" for c in columns) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def groups_of(points: List[dict]) -> Dict[str, List[dict]]:
+    """Points by comparable group, in the order the groups first appear."""
+    groups: Dict[str, List[dict]] = {}
+    for point in points:
+        groups.setdefault(str(point["group"]), []).append(point)
+    return groups
+
+
 def render(points: List[dict], nodes: List[dict], test_set: str, sensitivity: List[dict] = ()) -> str:
-    """A self-contained HTML page: inline SVG charts and the table of points."""
+    """A self-contained HTML page: one section of inline SVG charts per comparable group, the worst
+    nodes and the sensitivity table of the workspace, and every point."""
     if not points:
         raise EdgeAsrError("no experiment has streaming metrics yet: run `dvc repro` or a sweep first")
-    charts = [line_chart(points, "cer", f"CER % ({test_set}, streaming, CTC greedy)"),
-              line_chart(points, "rtf", "real-time factor (1 thread)"),
-              line_chart(points, "chunk_compute_ms", "compute per chunk (ms)")]
+    sections = []
+    for title, members in groups_of(points).items():
+        svgs = "\n".join(_svg(spec) for spec in group_charts(members, test_set))
+        experiments = len({p["experiment"] for p in members})
+        sections.append(f'<section class="group"><h2>{html.escape(title)}</h2><p>{experiments} experiments</p>'
+                        f"{svgs}</section>")
+    workspace = []
     if nodes:
-        charts.append(bar_chart(nodes))
+        workspace.append(_svg(worst_nodes_chart(nodes)) + _table(nodes, ["node", "cosine", "one_minus_cosine"]))
     if sensitivity:
-        charts.append(sensitivity_chart(list(sensitivity)))
-    svgs = "\n".join(f'<div class="chart">{vl_convert.vegalite_to_svg(spec)}</div>' for spec in charts)
-    columns = ["experiment", "chunk_size", "left_chunks", "artifact", "cer", "cer_delta", "rtf", "chunk_audio_ms",
-               "chunk_compute_ms"]
-    head = "".join(f"<th>{c}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(p.get(c)))}</td>" for c in columns) + "</tr>"
-                   for p in sorted(points, key=lambda p: (p["chunk_size"], p["left_chunks"], p["artifact"])))
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgeasr sweep</title>"
-            "<style>body{font-family:sans-serif;margin:2em}.chart{display:inline-block;margin:1em}"
+        workspace.append(_svg(sensitivity_chart(list(sensitivity))))
+    columns = ["group", "experiment", "chunk_size", "left_chunks", "artifact", "cer", "cer_delta", "rtf",
+               "chunk_audio_ms", "chunk_compute_ms"]
+    ordered = sorted(points, key=lambda p: (p["group"], p["chunk_size"], p["left_chunks"], p["artifact"]))
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgeasr sweep</title>"
+            "<style>body{font-family:sans-serif;margin:2em}.chart{display:inline-block;margin:1em;vertical-align:top}"
+            "section{border-top:2px solid #888;margin-top:1.5em}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style>"
-            f"</head><body><h1>edgeasr sweep: {html.escape(test_set)}</h1>{svgs}"
-            f"<h2>every point</h2><table><tr>{head}</tr>{body}</table></body></html>\n")
+            f"</head><body><h1>edgeasr sweep: {html.escape(test_set)}</h1>"
+            "<p>Points share a chart only when they are comparable: same model content, test set, number of "
+            "utterances and decoding settings.</p>" + "".join(sections) +
+            ('<section class="workspace"><h2>the workspace: INT8 worst nodes and sensitivity</h2>'
+             + "".join(workspace) + "</section>" if workspace else "") +
+            f"<h2>every point</h2>{_table(ordered, columns)}</body></html>\n")
 
 
 def dvc_exp_show() -> List[dict]:

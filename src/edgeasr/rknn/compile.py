@@ -15,7 +15,7 @@ shapes, and on the 4-D graph it places every compute op but the attention mask's
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 from ..artifact.manifest import CTC_MODES, Artifact
 from ..bpu.export import X3_GRAPHS
@@ -24,7 +24,6 @@ from .dataset import first_sample, write_dataset
 from .reports import parse_accuracy, parse_layer_table
 from .toolkit import TOOLKIT_REQUIREMENTS, rknn_config, run_build
 
-TARGET = "rk3588"  # the `npu` option these stages serve, and rknn.config's target_platform
 ARTIFACT = "rk3588_int8"  # the manifest entry of the compiled models
 # NOTE: rknn-toolkit2 2.5.0's simulator runs only a model built in its own session ("RKNN model that
 # loaded by 'load_rknn' not support inference on the simulator"), so evaluation rebuilds from the
@@ -35,13 +34,6 @@ IO_OPS = ("InputOperator", "OutputOperator")  # the runtime's tensor hand-offs, 
 WORST_LAYERS = 5
 
 
-def off_note(npu: Mapping[str, Any]) -> Optional[str]:
-    """Why the RK3588 stages do nothing for this `npu` section, or None when it selects the RK3588."""
-    if npu["name"] == TARGET:
-        return None
-    return f"npu={npu['name']}: the RK3588 path is off (dvc exp run -S npu={TARGET})"
-
-
 def rknn_path(out: Path, model: str) -> Path:
     return out / f"{model}.rknn"
 
@@ -50,11 +42,11 @@ def analysis_file(out: Path, model: str) -> Path:
     return out / f"{model}.analysis" / "error_analysis.txt"
 
 
-def build_model(python: Path, npu: Mapping[str, Any], model: str, graph: Path, calibration: Path,
+def build_model(python: Path, rknn: Mapping[str, Any], model: str, graph: Path, calibration: Path,
                 out: Path) -> Tuple[Dict[str, Any], List[Dict[str, object]], List[Dict[str, object]]]:
     """Build one graph; returns (its metrics, its accuracy rows, its op rows)."""
-    dataset, samples = write_dataset(calibration, model, graph, out / "dataset", int(npu["dataset_samples"]))
-    job = {"config": rknn_config(npu), "models": {model: {
+    dataset, samples = write_dataset(calibration, model, graph, out / "dataset", int(rknn["dataset_samples"]))
+    job = {"config": rknn_config(rknn), "models": {model: {
         "onnx": str(graph.resolve()), "dataset": str(dataset.resolve()), "rknn": str(rknn_path(out, model).resolve()),
         "analysis_inputs": [str(Path(p).resolve()) for p in first_sample(dataset)],
         "analysis_dir": str(analysis_file(out, model).parent.resolve())}}}
@@ -81,21 +73,21 @@ def build_model(python: Path, npu: Mapping[str, Any], model: str, graph: Path, c
     return metrics, accuracy, ops
 
 
-def compile_rknn(python: Path, npu: Mapping[str, Any], graphs: Mapping[str, Path], calibration: Path,
+def compile_rknn(python: Path, rknn: Mapping[str, Any], graphs: Mapping[str, Path], calibration: Path,
                  out: Path) -> Tuple[Dict[str, Any], List[Dict[str, object]], List[Dict[str, object]]]:
     """Build both graphs (name -> float X3 graph); returns (metrics, accuracy rows, op rows), rows
     tagged with their graph."""
-    metrics: Dict[str, Any] = {"target": npu["name"], "config": rknn_config(npu)}
+    metrics: Dict[str, Any] = {"target": rknn["name"], "config": rknn_config(rknn)}
     accuracy_rows: List[Dict[str, object]] = []
     op_rows: List[Dict[str, object]] = []
     for model in X3_GRAPHS:
-        metrics[model], accuracy, ops = build_model(python, npu, model, graphs[model], calibration, out)
+        metrics[model], accuracy, ops = build_model(python, rknn, model, graphs[model], calibration, out)
         accuracy_rows += [{"graph": model, **row} for row in accuracy]
         op_rows += [{"graph": model, **row} for row in ops]
     return metrics, accuracy_rows, op_rows
 
 
-def rknn_artifacts(out: Path, npu: Mapping[str, Any], graphs: Mapping[str, Path]) -> Dict[str, Artifact]:
+def rknn_artifacts(out: Path, rknn: Mapping[str, Any], graphs: Mapping[str, Path]) -> Dict[str, Artifact]:
     """exp/rknn's manifest entry: the .rknn files, and what the simulator rebuilds them from."""
     def rel(path: Path) -> str:
         return os.path.relpath(path, out)
@@ -105,6 +97,6 @@ def rknn_artifacts(out: Path, npu: Mapping[str, Any], graphs: Mapping[str, Path]
         files.update({model: rel(rknn_path(out, model)), f"{model}_onnx": rel(graphs[model]),
                       f"{model}_dataset": rel(out / "dataset" / f"{model}.txt")})
     return {ARTIFACT: Artifact("rknn_simulator", files, "streaming", CTC_MODES, True,
-                               f"{TOOLKIT_REQUIREMENTS[0]} INT8 for the {TARGET}; evaluated in {SIMULATED}",
-                               options={"config": rknn_config(npu), "speed": "simulator"},
+                               f"{TOOLKIT_REQUIREMENTS[0]} INT8 for the {rknn['name']}; evaluated in {SIMULATED}",
+                               options={"config": rknn_config(rknn), "speed": "simulator"},
                                cosine_to={model: rel(graphs[model]) for model in X3_GRAPHS})}

@@ -6,7 +6,7 @@ only ever run as a program: `worker.py` under the toolkit's Python. Create the e
     python -m edgeasr.rknn.toolkit create-env            # .venv-rknn, about 5.6 GB (torch 2.4 CUDA build)
     python -m edgeasr.rknn.toolkit create-env /opt/rknn  # elsewhere; then EDGEASR_RKNN_PYTHON=/opt/rknn/bin/python
 
-The stages find it through `npu.toolkit_python`, else $EDGEASR_RKNN_PYTHON, else .venv-rknn/bin/python.
+The stages find it through `rknn.toolkit_python`, else $EDGEASR_RKNN_PYTHON, else .venv-rknn/bin/python.
 """
 
 import json
@@ -43,11 +43,11 @@ def create_env(path: Path) -> Path:
 
 def find_python(configured: Optional[str]) -> Path:
     """The toolkit environment's Python: the param, else $EDGEASR_RKNN_PYTHON, else .venv-rknn."""
-    source = "npu.toolkit_python" if configured else (ENV_VARIABLE if os.environ.get(ENV_VARIABLE) else "default")
+    source = "rknn.toolkit_python" if configured else (ENV_VARIABLE if os.environ.get(ENV_VARIABLE) else "default")
     python = Path(configured or os.environ.get(ENV_VARIABLE) or DEFAULT_ENV / "bin" / "python")
     if not python.is_file():
         raise EdgeAsrError(f"rknn-toolkit2's Python not found at {python} ({source}): create its environment with "
-                           f"`{CREATE_COMMAND}` (about 5.6 GB) or point npu.toolkit_python / ${ENV_VARIABLE} at one")
+                           f"`{CREATE_COMMAND}` (about 5.6 GB) or point rknn.toolkit_python / ${ENV_VARIABLE} at one")
     return python.absolute()  # not resolve(): a venv's python is a symlink that must keep its venv path
 
 
@@ -59,14 +59,14 @@ def available(configured: Optional[str] = None) -> bool:
     return True
 
 
-def rknn_config(npu: Mapping[str, Any]) -> Dict[str, Any]:
-    """rknn.config() keyword arguments from the `npu` section (rk3588)."""
+def rknn_config(rknn: Mapping[str, Any]) -> Dict[str, Any]:
+    """rknn.config() keyword arguments from the `rknn` section."""
     return {
-        "target_platform": npu["name"],
-        "quantized_dtype": npu["quantized_dtype"],
-        "quantized_algorithm": npu["quantized_algorithm"],
-        "quantized_method": npu["quantized_method"],
-        "optimization_level": int(npu["optimization_level"]),
+        "target_platform": rknn["name"],
+        "quantized_dtype": rknn["quantized_dtype"],
+        "quantized_algorithm": rknn["quantized_algorithm"],
+        "quantized_method": rknn["quantized_method"],
+        "optimization_level": int(rknn["optimization_level"]),
     }
 
 
