@@ -7,18 +7,22 @@ Two models: the shipped demo_moe (4 experts, 2 active) and a seed-scale MoE (the
 routing is arbitrary but its cost is real). Each is exported to cpu/ twice (`export.moe_form` sparse
 and dense, export/cpu.py) and streamed at chunk 8 / 16 left chunks at one thread over the same
 features (`--utts` synthetic utterances of `--seconds`, which is what timing needs); printed: encoder
-+ CTC milliseconds per chunk, real-time factor, and the sparse speed-up. Both forms' outputs are
++ CTC milliseconds per chunk, real-time factor, the sparse speed-up, and the FFNs' share of the
+encoder's kernel time (onnxruntime's profiler, one utterance: nodes under `feed_forward*`), which
+bounds the speed-up (with k of n experts: 1 / (1 - share + share * k / n)). Both forms' outputs are
 compared too (max |diff|), so a fast graph that computes something else shows.
 """
 
 import argparse
 import copy
+import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+import onnxruntime as ort
 import torch
 import yaml
 
@@ -43,8 +47,22 @@ def seed_scale_moe(demo_moe_dir: Path) -> ASRModel:
     return build_model(ModelSpec(configs, vocab), None).eval()
 
 
-def time_form(model: ASRModel, form: str, feats: List[np.ndarray], out: Path) -> Tuple[float, float, np.ndarray]:
-    """(ms per chunk, real-time factor, the first utterance's log-probs) of cpu/ exported in `form`."""
+def ffn_share(backend: OnnxCpuBackend, encoder: Path, feats: np.ndarray, out: Path) -> float:
+    """The FFN nodes' share of the encoder's kernel time over one utterance (onnxruntime's profiler)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    opts.enable_profiling, opts.profile_file_prefix = True, str(out / "profile")
+    timed, backend.encoder = backend.encoder, ort.InferenceSession(str(encoder), opts, providers=["CPUExecutionProvider"])
+    stream_encode(backend, feats, CHUNK, LEFT)
+    trace = json.loads(Path(backend.encoder.end_profiling()).read_text())
+    backend.encoder = timed
+    nodes = [e for e in trace if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    return sum(e["dur"] for e in nodes if "/feed_forward" in e["name"]) / sum(e["dur"] for e in nodes)
+
+
+def time_form(model: ASRModel, form: str, feats: List[np.ndarray], out: Path) -> Tuple[float, float, np.ndarray, float]:
+    """(ms per chunk, real-time factor, the first utterance's log-probs, FFN share) of cpu/ exported
+    in `form`."""
     paths = export_cpu(model, out / form / "cpu", CHUNK, LEFT, moe=form)
     backend = OnnxCpuBackend(paths["encoder"], paths["ctc"], None)
     stream_encode(backend, feats[0], CHUNK, LEFT)  # warm-up: session allocation, first-run kernels
@@ -55,7 +73,7 @@ def time_form(model: ASRModel, form: str, feats: List[np.ndarray], out: Path) ->
         first = log_probs if first is None else first
     seconds = time.perf_counter() - start
     audio = sum(x.shape[0] for x in feats) * 0.01
-    return 1000.0 * seconds / chunks, seconds / audio, first
+    return 1000.0 * seconds / chunks, seconds / audio, first, ffn_share(backend, paths["encoder"], feats[0], out / form)
 
 
 def benchmark(models: Dict[str, ASRModel], utts: int, seconds: float) -> List[Dict[str, object]]:
@@ -70,6 +88,7 @@ def benchmark(models: Dict[str, ASRModel], utts: int, seconds: float) -> List[Di
                          "dense_ms": timed["dense"][0], "sparse_ms": timed["sparse"][0],
                          "dense_rtf": timed["dense"][1], "sparse_rtf": timed["sparse"][1],
                          "speedup": timed["dense"][0] / timed["sparse"][0],
+                         "dense_ffn_share": timed["dense"][3], "sparse_ffn_share": timed["sparse"][3],
                          "max_diff": float(np.abs(timed["dense"][2] - timed["sparse"][2]).max())})
     return rows
 
@@ -87,10 +106,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"onnxruntime cpu/ encoder + CTC, chunk {CHUNK}, {LEFT} left chunks, 1 thread, "
           f"{args.utts} x {args.seconds:.0f} s synthetic features")
     print(f"{'model':40} {'params M':>8} {'dense ms/chunk':>15} {'sparse ms/chunk':>16} {'dense RTF':>10} "
-          f"{'sparse RTF':>11} {'speed-up':>9} {'max|diff|':>10}")
+          f"{'sparse RTF':>11} {'speed-up':>9} {'FFN share dense/sparse':>23} {'max|diff|':>10}")
     for r in rows:
+        shares = f"{100 * r['dense_ffn_share']:.0f} % / {100 * r['sparse_ffn_share']:.0f} %"
         print(f"{r['model']:40} {r['parameters_m']:8.1f} {r['dense_ms']:15.2f} {r['sparse_ms']:16.2f} "
-              f"{r['dense_rtf']:10.4f} {r['sparse_rtf']:11.4f} {r['speedup']:8.2f}x {r['max_diff']:10.2e}")
+              f"{r['dense_rtf']:10.4f} {r['sparse_rtf']:11.4f} {r['speedup']:8.2f}x {shares:>23} {r['max_diff']:10.2e}")
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ def read_manifest(folder: Path) -> Manifest:
 def _check_digests(path: Path, manifest: Manifest, digests: Any) -> None:
     """Every listed file is the one its stage wrote: same size, same SHA-256."""
     if not isinstance(digests, dict):
-        raise EdgeAsrError(f"{path}: no file digests (written by an older edgeasr): rerun dvc repro -f -s {manifest.stage}")
+        raise EdgeAsrError(f"{path}: no file digests (written by an older edgeasr): "
+                           f"rerun dvc repro -f -s {manifest.stage}")
     for rel in listed_files(manifest.artifacts):
         file = manifest.folder / rel
         recorded = digests.get(rel)
@@ -132,7 +133,8 @@ def _check_digests(path: Path, manifest: Manifest, digests: Any) -> None:
         found = file_digest(file)
         if found["bytes"] != recorded["bytes"]:
             raise EdgeAsrError(f"{file}: {found['bytes']} bytes, {manifest.stage} wrote {recorded['bytes']} "
-                               f"(truncated: a copy that stopped or a full disk?): rerun dvc repro -f -s {manifest.stage}")
+                               f"(truncated: a copy that stopped or a full disk?): "
+                               f"rerun dvc repro -f -s {manifest.stage}")
         if found["sha256"] != recorded["sha256"]:
             raise EdgeAsrError(f"{file}: its content is not what {manifest.stage} wrote (SHA-256 differs: "
                                f"damaged or replaced): rerun dvc repro -f -s {manifest.stage}")

@@ -107,7 +107,8 @@ def read_samples(folders: Mapping[str, Path], shapes: Mapping[str, Sequence[int]
 def _read_sample(path: Path, input_name: str, shape: Sequence[int]) -> np.ndarray:
     """One float32 sample of a graph input; a missing or truncated one is a one-line error."""
     if not path.is_file():
-        raise EdgeAsrError(f"{path}: calibration sample missing for input {input_name}: rerun dvc repro -f -s calibrate")
+        raise EdgeAsrError(f"{path}: calibration sample missing for input {input_name}: "
+                           f"rerun dvc repro -f -s calibrate")
     array = np.fromfile(path, dtype=np.float32)
     if array.size != int(np.prod(shape)):
         raise EdgeAsrError(f"{path}: {path.stat().st_size} bytes, input {input_name} {list(shape)} needs "

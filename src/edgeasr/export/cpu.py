@@ -1,7 +1,8 @@
 """cpu/: WeNet's onnxruntime-runtime models: encoder.onnx (forward_chunk), ctc.onnx, decoder.onnx,
 and their dynamically quantized INT8 copies under the same names in `<out_dir>_int8/` (`int8.py`: they
-load in the onnxruntime WeNet's runtime pins too), so `decoder_main --onnx_dir` takes either folder. A CTC-only model gets a neutral decoder.onnx
-(all scores 0, metadata `decoder: none`): WeNet's runtime will not start without the file.
+load in the onnxruntime WeNet's runtime pins too), so `decoder_main --onnx_dir` takes either folder.
+A CTC-only model gets a neutral decoder.onnx (all scores 0, metadata `decoder: none`): WeNet's runtime
+will not start without the file.
 
 The encoder keeps a fixed-size attention cache of chunk * num_left_chunks frames and masks the slots not
 yet filled with att_mask (WeNet's "real cache, real mask" export); with num_left_chunks < 0 (unlimited)
