@@ -38,6 +38,7 @@ ARTIFACTS = {  # artifact -> (metrics file, path to its streaming family inside 
 MODE = "ctc_greedy"
 DECODING_KEYS = ("beam_size", "ctc_weight", "reverse_weight")  # compare.* that change a hypothesis
 VEGA = "https://vega.github.io/schema/vega-lite/v5.json"  # the spec's schema id, never fetched
+LABEL_CHARS = 48  # node labels on the worst-node chart (full names in the table under it)
 
 
 def _records(entries: List[dict], baseline: Optional[str] = None) -> Iterator[dict]:
@@ -114,12 +115,18 @@ def experiment_points(exp_show: List[dict], test_set: str) -> List[Dict[str, obj
 
 def read_worst_nodes(quant_metrics: Path, count: int = 10) -> List[dict]:
     """The workspace's worst quantized nodes, from metrics/quant.json (`dvc exp show` drops lists):
-    full name, a short label (graph and the node's last two path parts), cosine and 1 − cosine."""
+    full name, a label for the chart (the name, its head cut when longer than LABEL_CHARS), cosine and
+    1 − cosine (4 significant digits)."""
     if not quant_metrics.is_file():
         return []
     nodes = json.loads(quant_metrics.read_text()).get("worst_nodes", [])
-    return [{"node": f"{n['graph']}:{n['node']}", "label": f"{n['graph']}:{'/'.join(n['node'].split('/')[-2:])}",
-             "cosine": n["cosine"], "one_minus_cosine": max(1.0 - n["cosine"], 1e-9)} for n in nodes[:count]]
+    rows = []
+    for n in nodes[:count]:
+        name = f"{n['graph']}:{n['node'].lstrip('/')}"
+        label = name if len(name) <= LABEL_CHARS else "…" + name[-(LABEL_CHARS - 1):]
+        rows.append({"node": name, "label": label, "cosine": n["cosine"],
+                     "one_minus_cosine": float(f"{max(1.0 - n['cosine'], 1e-9):.4g}")})
+    return rows
 
 
 def sensitivity_rows(table: Path) -> List[dict]:
@@ -174,9 +181,10 @@ def worst_nodes_chart(nodes: List[dict]) -> dict:
         "title": "1 − cosine, float vs INT8 (worst nodes; full names below)", "width": 360,
         "height": 22 * max(len(nodes), 1),
         "data": {"values": nodes},
-        "mark": "bar",
+        # NOTE: points, not bars: a bar on a log axis has no zero to start from.
+        "mark": {"type": "circle", "size": 90},
         "encoding": {
-            "y": {"field": "label", "type": "nominal", "sort": "-x", "title": None},
+            "y": {"field": "label", "type": "nominal", "sort": "-x", "title": None, "axis": {"labelLimit": 360}},
             "x": {"field": "one_minus_cosine", "type": "quantitative", "scale": {"type": "log"},
                   "title": "1 − cosine (log)"},
             "tooltip": [{"field": "node"}, {"field": "cosine"}],
