@@ -5,7 +5,7 @@ which sets one switch per target, `npu.x3` and `npu.rk3588`. The ONNX families (
 and the PyTorch reference always run. A stage that no chosen target needs writes a note in its
 metrics and a README.txt in its output folders, and nothing a later stage or `dvc metrics show`
 would take as built; each stage declares exactly the switches of the targets it serves (dvc.yaml,
-checked by tests/test_deps.py), so turning a target on or off reruns only what it changes.
+checked by tests/test_targets.py), so turning a target on or off reruns only what it changes.
 """
 
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -33,11 +33,6 @@ def switch_keys(stage: str) -> List[str]:
     """The params.yaml keys `stage` declares for its targets (npu.<target>); none for a stage every
     run needs."""
     return [f"npu.{target}" for target in STAGE_TARGETS.get(stage, ())]
-
-
-def chosen(npu: Mapping[str, bool]) -> List[str]:
-    """The targets switched on in an `npu` section (every switch present)."""
-    return [target for target in TARGETS if npu[target]]
 
 
 def off_note(stage: str, npu: Mapping[str, bool]) -> Optional[str]:
