@@ -1,5 +1,5 @@
 """calibrate: calibrate.max_samples utterances streamed through the X3 float graphs, in hb_mapper's layout
-(the RK3588's compile reads them too); with neither NPU chosen, a note."""
+(the RK3588's compile applies the same rule to its own graph); without the X3 chosen, a note."""
 
 from pathlib import Path
 

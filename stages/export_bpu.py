@@ -1,6 +1,6 @@
 """export_bpu: the exact 4-D rewrite for the X3 BPU, exported, streamed against PyTorch, ops placed;
-exp/bpu/artifacts.json lists the float graphs for every later X3 and RK3588 stage. With neither NPU
-chosen (npu=none), a note."""
+exp/bpu/artifacts.json lists the float graphs for every later X3 stage. Without the X3 chosen, a
+note."""
 
 from pathlib import Path
 

@@ -12,8 +12,9 @@ from edgeasr.params import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_REPRO = [sys.executable, "-m", "dvc", "repro"]
-RKNN = {"compile_rknn", "eval_rknn"}  # the default npu=x3: they write a note
-BPU = {"export_bpu", "eval_bpu", "calibrate", "bpu_config", "compile", "eval_quant"} | RKNN
+RKNN = {"export_rknn", "compile_rknn", "eval_rknn"}  # the default npu=x3: they write a note
+X3 = {"export_bpu", "eval_bpu", "calibrate", "bpu_config", "compile", "eval_quant"}
+BPU = X3 | RKNN
 ALL = {"synth", "train", "eval_torch", "dev_reference", "export", "eval_onnx", "summary"} | BPU
 # The tiny preset, decoded serially: a Dask cluster per stage would cost more than the few utterances
 # it decodes (`compute` is no stage param, so nothing reruns for it; tests/test_engine.py checks that

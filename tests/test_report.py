@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from edgeasr.evaluate.summary import summary_rows
+from edgeasr.paths import BPU_METRICS, ONNX_METRICS, QUANT_METRICS, RKNN_METRICS
 from edgeasr.report.sweep import experiment_points, groups_of, read_worst_nodes, render, sensitivity_rows
 
 
@@ -138,12 +139,13 @@ def test_summary_rows_put_artifacts_side_by_side():
     torch = {"test": {"streaming": family(60.0)}}
     rknn = family(62.0, 2.0)
     del rknn["rtf"]  # the simulator's speed is not the chip's
-    evaluations = {"onnx": {"test": {"cpu": family(60.0)}}, "bpu": {"test": {"bpu_float": family(60.0)}},
-                   "quant": {"mode": "emulated", "test": {"quantized": family(61.0, 1.0)}},
-                   "rknn": {"target": "rk3588", "test": {"rk3588_int8": rknn}}}
+    evaluations = {ONNX_METRICS: {"test": {"cpu": family(60.0)}}, BPU_METRICS: {"test": {"bpu_float": family(60.0)}},
+                   QUANT_METRICS: {"mode": "emulated", "test": {"quantized": family(61.0, 1.0)}},
+                   RKNN_METRICS: {"target": "rk3588", "test": {"rk3588_float": family(60.0), "rk3588_int8": rknn}}}
     rows = summary_rows(torch, evaluations, 8, 16)
-    assert [r["artifact"] for r in rows] == ["pytorch", "onnx_cpu", "bpu_float", "quantized", "rk3588_int8"]
-    assert rows[-2]["cer_delta"] == 1.0 and rows[0]["label"] == "test/pytorch" and rows[-1]["rtf"] is None
+    assert [r["artifact"] for r in rows] == ["pytorch", "onnx_cpu", "bpu_float", "quantized", "rk3588_float",
+                                             "rk3588_int8"]
+    assert rows[3]["cer_delta"] == 1.0 and rows[0]["label"] == "test/pytorch" and rows[-1]["rtf"] is None
     # a target not chosen: its stages wrote a note, and it has no rows
-    evaluations.update(bpu={"note": "off"}, quant={"note": "off"}, rknn={"note": "off"})
+    evaluations.update({BPU_METRICS: {"note": "off"}, QUANT_METRICS: {"note": "off"}, RKNN_METRICS: {"note": "off"}})
     assert [r["artifact"] for r in summary_rows(torch, evaluations, 8, 16)] == ["pytorch", "onnx_cpu"]

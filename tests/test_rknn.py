@@ -13,8 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import condition_, noise_bursts, write_model_dir
-from edgeasr.bpu import export_bpu, rewrite
-from edgeasr.bpu.calibration import build_calibration
+from edgeasr.bpu import contract_violations
 from edgeasr.artifact.manifest import read_manifest, write_manifest
 from edgeasr.decode import TorchBackend, ctc_greedy_search, stream_encode
 from edgeasr.errors import EdgeAsrError
@@ -26,6 +25,7 @@ from edgeasr.frontend.tokens import detokenize, id_to_token as tokens_of
 from edgeasr.frontend import compute_fbank, read_audio
 from edgeasr.model import load_model
 from edgeasr.rknn.compile import compile_rknn, rknn_artifacts, rknn_path
+from edgeasr.rknn.export import export_fixed_cache
 from edgeasr.rknn.reports import parse_accuracy, parse_layer_table
 from edgeasr.rknn.simulate import simulator_opener
 from edgeasr.rknn.toolkit import ENV_VARIABLE, Simulator, available, find_python
@@ -138,17 +138,17 @@ def test_a_failing_toolkit_stops_with_its_log_line(tmp_path, stand_in_toolkit):
         Simulator(stand_in_toolkit, job, tmp_path / "job.json", tmp_path / "serve.log")
 
 
-ARCH = "conformer_nopos_conv2d8_relu_causal_bn"  # inside the X3 contract
+ARCH = "conformer_relpos_conv2d_swish_ln"  # the U2++ shape: rel_pos + rel_selfattn, swish, causal LayerNorm conv
 CHUNK, LEFT = 4, 2
 RK3588 = {"name": "rk3588", "toolkit_python": None, "quantized_dtype": "w8a8", "quantized_algorithm": "normal",
-          "quantized_method": "channel", "optimization_level": 3, "dataset_samples": 0}
+          "quantized_method": "channel", "optimization_level": 3}
 
 
 @pytest.mark.skipif(not available(), reason="rknn-toolkit2 environment missing (python -m edgeasr.rknn.toolkit "
                                             "create-env)")
 def test_real_toolchain_calibrate_build_simulate_cer(tmp_path):
-    """A tiny conditioned X3 model: its transcripts are its own PyTorch hypotheses (CER 0), so the
-    simulated INT8 model's CER is its CER − PyTorch."""
+    """A tiny conditioned U2++-shaped model (outside the X3 contract): its transcripts are its own
+    PyTorch hypotheses (CER 0), so the simulated INT8 model's CER is its CER − PyTorch."""
     rng = np.random.default_rng(2)
     wavs = [tmp_path / f"utt{i}.wav" for i in range(4)]
     for i, wav in enumerate(wavs):
@@ -159,29 +159,26 @@ def test_real_toolchain_calibrate_build_simulate_cer(tmp_path):
     (model_dir / "global_cmvn").write_text(json.dumps(condition_(model, feats, CHUNK, LEFT)))
     torch.save(model.state_dict(), model_dir / "final.pt")
     model, _, symbols = load_model(model_dir)
+    assert contract_violations(model, CHUNK, LEFT)  # the X3 refuses it; the RK3588 path does not ask
     id_to_token = tokens_of(symbols)
     lines = [json.dumps({"key": f"utt{i}", "wav": str(w), "txt": detokenize(
         ctc_greedy_search(stream_encode(TorchBackend(model), f, CHUNK, LEFT)[1]), id_to_token)}, ensure_ascii=False)
         for i, (w, f) in enumerate(zip(wavs, feats))]
     (tmp_path / "test.list").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    encoder, ctc = rewrite(model, CHUNK, LEFT)
-    graphs = tmp_path / "bpu"
-    export_bpu(model, encoder, ctc, graphs)
-    build_calibration(graphs / "encoder.onnx", graphs / "ctc.onnx", tmp_path / "test.list", 4, 0, tmp_path / "cal")
+    graph = export_fixed_cache(model, CHUNK, LEFT, tmp_path / "rknn_export" / "encoder.onnx")
 
     out = tmp_path / "rknn"
     out.mkdir()
     python = find_python(None)
-    graph_paths = {name: graphs / f"{name}.onnx" for name in ("encoder", "ctc")}
-    metrics, layers, ops = compile_rknn(python, RK3588, graph_paths, tmp_path / "cal", out)
-    for model_name in ("encoder", "ctc"):
-        assert rknn_path(out, model_name).stat().st_size == metrics[model_name]["rknn_bytes"] > 0
-        assert metrics[model_name]["ops_on_npu"] > 0 and metrics[model_name]["calibration_samples"] > 0
-    assert {row["graph"] for row in layers} == {"encoder", "ctc"} and any(r["target"] == "NPU" for r in ops)
+    calibration = {"data_list": str(tmp_path / "test.list"), "max_samples": 4, "seed": 0}
+    metrics, layers, ops = compile_rknn(python, RK3588, graph, calibration, out)
+    assert rknn_path(out, "encoder").stat().st_size == metrics["encoder"]["rknn_bytes"] > 0
+    assert metrics["encoder"]["ops_on_npu"] > 0 and metrics["encoder"]["calibration_samples"] == 4
+    assert {row["graph"] for row in layers} == {"encoder"} and any(r["target"] == "NPU" for r in ops)
     assert any(str(row["group"]).startswith("encoders.") for row in layers)  # readable layer groups
 
     # What eval_rknn does: the manifest's entry, simulated, against the reference written once.
-    write_manifest(out, "compile_rknn", rknn_artifacts(out, RK3588, graph_paths))
+    write_manifest(out, "compile_rknn", rknn_artifacts(out, RK3588, graph))
     search = OmegaConf.create({"modes": ["ctc_greedy"], "beam_size": 10, "ctc_weight": 0.5, "reverse_weight": 0.0,
                                "max_utts": 0, "threads": 1})
     streaming = OmegaConf.create({"chunk_size": CHUNK, "num_decoding_left_chunks": LEFT})

@@ -32,15 +32,18 @@ def test_each_choice_sets_one_switch_per_target(tmp_path, choice, built):
     off = sorted(stage for stage in STAGE_TARGETS if off_note(stage, npu))
     on_x3 = {"export_bpu", "calibrate", "eval_bpu", "dev_reference", "bpu_config", "compile", "eval_quant"}
     expected_on = (on_x3 if "x3" in built else set()) | (
-        {"export_bpu", "calibrate", "compile_rknn", "eval_rknn"} if "rk3588" in built else set())
+        {"export_rknn", "compile_rknn", "eval_rknn"} if "rk3588" in built else set())
     assert off == sorted(set(STAGE_TARGETS) - expected_on)
     report = targets_report(npu)
     assert [t for t, what in report.items() if what.startswith("built")] == built
 
 
-def test_the_note_names_the_switches_and_the_choice():
+def test_the_note_names_the_switches_and_the_choice(monkeypatch):
     npu = {"x3": False, "rk3588": False}
-    assert off_note("export_bpu", npu) == ("npu.x3=false, npu.rk3588=false: export_bpu is off (x3 and rk3588 not "
-                                           "chosen; -S npu=x3 or -S npu=rk3588 builds it)")
+    assert off_note("export_bpu", npu) == "npu.x3=false: export_bpu is off (x3 not chosen; -S npu=x3 builds it)"
+    monkeypatch.setitem(STAGE_TARGETS, "shared_stage", ("x3", "rk3588"))  # a stage serving both targets
+    assert off_note("shared_stage", npu) == ("npu.x3=false, npu.rk3588=false: shared_stage is off (x3 and rk3588 "
+                                             "not chosen; -S npu=x3 or -S npu=rk3588 builds it)")
+    assert off_note("shared_stage", {"x3": False, "rk3588": True}) is None
     assert off_note("eval_quant", {"x3": True}) is None
     assert off_note("eval_rknn", {"rk3588": False}).startswith("npu.rk3588=false: eval_rknn is off")

@@ -1,6 +1,6 @@
 """The artifact manifest: what a stage that produces artifacts hands to every stage that evaluates them.
 
-Each artifact folder (exp/export, exp/bpu, exp/compile, exp/rknn) holds one `artifacts.json`:
+Each artifact folder (exp/export, exp/bpu, exp/compile, exp/rknn_export, exp/rknn) holds one `artifacts.json`:
 
     {"stage": "export",
      "artifacts": {"cpu": {"backend": "onnx_cpu", "files": {"encoder": "cpu/encoder.onnx", ...},
@@ -29,7 +29,7 @@ from ..cli import read_json
 from ..errors import EdgeAsrError
 
 MANIFEST = "artifacts.json"
-BACKENDS = ("torch", "onnx_cpu", "onnx_gpu", "sherpa_onnx", "x3_onnx", "rknn_simulator", "x3_bin")
+BACKENDS = ("torch", "onnx_cpu", "onnx_gpu", "sherpa_onnx", "x3_onnx", "fixed_cache_onnx", "rknn_simulator", "x3_bin")
 CONTEXTS = ("streaming", "full")
 CTC_MODES = ("ctc_greedy", "ctc_prefix_beam")  # what a graph without an attention decoder decodes
 ALL_MODES = CTC_MODES + ("attention_rescoring",)

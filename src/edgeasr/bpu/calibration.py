@@ -14,7 +14,7 @@ plus <out>/manifest.json. Same list, seed and model: the same bytes.
 import json
 import logging
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Sequence
+from typing import Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..decode.bpu_backend import OnnxBpuBackend
 from ..decode.streaming import chunk_windows
 from ..errors import EdgeAsrError
-from ..frontend.dataset import load_utterances
+from ..frontend.dataset import PreparedSet, load_utterances
 from ..model.subsampling import min_input_frames
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,20 @@ def select_utterances(num_available: int, max_samples: int, seed: int) -> List[i
     return sorted(int(i) for i in rng.choice(num_available, size=max_samples, replace=False))
 
 
+def calibration_choice(data_list: Path, max_samples: int, seed: int, right_context: int
+                       ) -> Tuple[PreparedSet, List[int], str, np.random.Generator]:
+    """The rule every target's calibration shares: the usable utterances of the list (the data policy
+    of frontend.dataset), the sorted indices of the seeded sample of `max_samples` of them, a note
+    when fewer exist, and the generator that draws one chunk per chosen utterance, in their order."""
+    prepared = load_utterances(data_list, 0, min_input_frames(right_context))
+    chosen = select_utterances(len(prepared.utterances), max_samples, seed)
+    note = ""
+    if max_samples > len(prepared.utterances):
+        note = f"asked for {max_samples} utterances, {data_list} has {len(prepared.utterances)} usable: all are used"
+        log.warning(note)
+    return prepared, chosen, note, np.random.default_rng(seed + 1)
+
+
 def write_sample(folder: Path, name: str, array: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     np.ascontiguousarray(array, dtype=np.float32).tofile(folder / name)
@@ -52,14 +66,8 @@ def build_calibration(encoder: Path, ctc: Path, data_list: Path, max_samples: in
     data policy every stage shares (frontend.dataset): an unreadable file stops naming its line, an
     utterance shorter than one output frame is skipped and counted in the manifest's `data`."""
     backend = OnnxBpuBackend(encoder, ctc, "exact")
-    prepared = load_utterances(data_list, 0, min_input_frames(backend.geometry.right_context))
+    prepared, chosen, note, rng = calibration_choice(data_list, max_samples, seed, backend.geometry.right_context)
     utts = prepared.utterances
-    chosen = select_utterances(len(utts), max_samples, seed)
-    note = ""
-    if max_samples > len(utts):
-        note = f"asked for {max_samples} utterances, {data_list} has {len(utts)} usable: all are used"
-        log.warning(note)
-    rng = np.random.default_rng(seed + 1)
     counts: Dict[str, int] = {}
     samples: List[str] = []
     for index in tqdm(chosen, desc="calibrate", unit="utt"):

@@ -23,7 +23,7 @@ from .placement import placement_report, write_placement
 OPSET = 11
 MAX_IR_VERSION = 7
 X3_GRAPHS = ("encoder", "ctc")  # the two graphs of the X3 path, in the order they run
-FLOAT_ARTIFACT = "bpu_float"  # the manifest entry every later X3 / RK3588 stage takes the graphs from
+FLOAT_ARTIFACT = "bpu_float"  # the manifest entry every later X3 stage takes the graphs from
 # NOTE: WeNet's board runtime (runtime/horizonbpu/bpu/bpu_asr_model.cc) fills att_mask and copies
 # the caches into the input tensors in NCHW order, and WeNet's exporter writes NCHW for both the
 # training and the runtime layout. NHWC here would make hb_mapper insert a transpose that reads

@@ -13,7 +13,9 @@ import torch
 
 from ..artifact.manifest import ALL_MODES, Artifact
 from ..decode import Backend, TorchBackend
+from ..artifact.metadata import read_metadata
 from ..decode.bpu_backend import OnnxBpuBackend
+from ..decode.fixed_cache_backend import MODEL_TYPE as FIXED_CACHE, FixedCacheBackend
 from ..decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend
 from ..errors import EdgeAsrError
 from ..model import load_model
@@ -56,6 +58,10 @@ def _x3_onnx(artifact: Artifact, folder: Path, threads: int, _: ExitStack) -> Ru
                           artifact.options.get("protocol", "exact"), threads)
 
 
+def _fixed_cache(artifact: Artifact, folder: Path, threads: int, _: ExitStack) -> Runnable:
+    return FixedCacheBackend(artifact.path(folder, "encoder"), threads)
+
+
 def _sherpa(artifact: Artifact, folder: Path, threads: int, _: ExitStack) -> Runnable:
     options = artifact.options
     return SherpaRecognizer(artifact.path(folder, "model"), artifact.path(folder, "tokens"), int(options["chunk_size"]),
@@ -63,7 +69,7 @@ def _sherpa(artifact: Artifact, folder: Path, threads: int, _: ExitStack) -> Run
 
 
 OPENERS: Mapping[str, Opener] = {"torch": _torch, "onnx_cpu": _onnx_cpu, "onnx_gpu": _onnx_gpu, "x3_onnx": _x3_onnx,
-                                 "sherpa_onnx": _sherpa}
+                                 "fixed_cache_onnx": _fixed_cache, "sherpa_onnx": _sherpa}
 
 
 def open_backend(artifact: Artifact, folder: Path, threads: int, stack: ExitStack,
@@ -79,11 +85,14 @@ def open_backend(artifact: Artifact, folder: Path, threads: int, stack: ExitStac
 
 
 def float_graphs(artifact: Artifact, folder: Path, threads: int) -> Optional[Backend]:
-    """The float X3 graphs a quantized artifact is compared with (`cosine_to`), or None."""
+    """The float graphs a quantized artifact is compared with (`cosine_to`), or None: the X3 pair, or
+    the RK3588's fixed-cache graph (its metadata says which)."""
     if artifact.cosine_to is None:
         return None
     files = {role: folder / path for role, path in artifact.cosine_to.items()}
     for path in files.values():
         if not path.is_file():
             raise EdgeAsrError(f"{path}: the float graph {folder} compares with is missing")
+    if read_metadata(files["encoder"]).get("model_type") == FIXED_CACHE:
+        return FixedCacheBackend(files["encoder"], threads)
     return OnnxBpuBackend(files["encoder"], files["ctc"], "exact", threads)

@@ -6,14 +6,22 @@ chunk. The PyTorch row is the reference itself (metrics/torch.json), the one the
 from.
 """
 
-from typing import Dict, List, Mapping
+from pathlib import Path
+from typing import Dict, List, Mapping, Tuple
 
-MODE = "ctc_greedy"  # the one search every artifact runs (the X3 graphs have no attention decoder)
+from ..paths import BPU_METRICS, ONNX_METRICS, QUANT_METRICS, RKNN_METRICS
 
+MODE = "ctc_greedy"  # the one search every artifact runs (the NPU graphs have no attention decoder)
 
-# (metrics file, its artifact entry, row label): the rows beside PyTorch's, where that stage evaluated
-ROWS = (("onnx", "cpu", "onnx_cpu"), ("bpu", "bpu_float", "bpu_float"), ("quant", "quantized", "quantized"),
-        ("rknn", "rk3588_int8", "rk3588_int8"))
+# label -> (its stage's metrics file, its entry in each test set): the artifacts shown beside PyTorch's
+# in summary.csv and in the sweep report (report.sweep), where their stage evaluated them
+ARTIFACT_METRICS: Dict[str, Tuple[Path, str]] = {
+    "onnx_cpu": (ONNX_METRICS, "cpu"),
+    "bpu_float": (BPU_METRICS, "bpu_float"),
+    "quantized": (QUANT_METRICS, "quantized"),
+    "rk3588_float": (RKNN_METRICS, "rk3588_float"),
+    "rk3588_int8": (RKNN_METRICS, "rk3588_int8"),
+}
 
 
 def _row(test_set: str, artifact: str, family: Mapping[str, object], chunk: int, left: int) -> Dict[str, object]:
@@ -30,15 +38,15 @@ def _row(test_set: str, artifact: str, family: Mapping[str, object], chunk: int,
     }
 
 
-def summary_rows(torch: Mapping, evaluations: Mapping[str, Mapping], chunk: int, left: int) -> List[dict]:
-    """Rows for pytorch and every artifact of ROWS on every test set of metrics/torch.json;
-    `evaluations` maps each metrics file of ROWS to its content. A stage that was off (a target not
-    chosen: its metrics hold a note) has no rows."""
+def summary_rows(torch: Mapping, evaluations: Mapping[Path, Mapping], chunk: int, left: int) -> List[dict]:
+    """Rows for pytorch and every artifact of ARTIFACT_METRICS on every test set of metrics/torch.json;
+    `evaluations` maps each metrics file of ARTIFACT_METRICS to its content. A stage that was off (a
+    target not chosen: its metrics hold a note) has no rows."""
     rows = []
     for test_set in torch:
         rows.append(_row(test_set, "pytorch", torch[test_set]["streaming"], chunk, left))
-        for key, entry, label in ROWS:
-            metrics = evaluations[key]
+        for label, (path, entry) in ARTIFACT_METRICS.items():
+            metrics = evaluations[path]
             if "note" not in metrics:
                 rows.append(_row(test_set, label, metrics[test_set][entry], chunk, left))
     return rows

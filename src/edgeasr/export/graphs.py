@@ -9,6 +9,7 @@ from typing import Dict, Iterator, Tuple
 import torch
 
 from ..model.asr_model import ASRModel
+from ..model.convolution import ConvolutionModule
 from ..model.ffn import moe_layers
 from ..model.mask import make_pad_mask
 
@@ -28,6 +29,20 @@ def moe_form(model: torch.nn.Module, form: str) -> Iterator[None]:
     finally:
         for layer in layers:
             layer.form = "routed"
+
+
+@contextmanager
+def padding_as_short_chunks(model: torch.nn.Module) -> Iterator[None]:
+    """Inside the block, non-causal conv modules zero padded frames before the depthwise conv too, so a
+    fixed-shape chunk padded with zeros computes what PyTorch's shorter last chunk does."""
+    modules = [m for m in model.modules() if isinstance(m, ConvolutionModule) and m.lorder == 0]
+    for module in modules:
+        module.mask_depthwise_input = True
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.mask_depthwise_input = False
 
 
 def moe_metadata(model: torch.nn.Module, form: str) -> Dict[str, str]:
@@ -246,3 +261,60 @@ def io_shapes(model: ASRModel, chunk_size: int, num_left_chunks: int) -> Tuple[i
     lorder = conv.lorder if conv is not None else 0
     cache = chunk_size * num_left_chunks if num_left_chunks > 0 else 0
     return len(enc.encoders), enc.attention_heads, enc.output_size() // enc.attention_heads, cache, lorder
+
+
+class FixedCacheEncoder(torch.nn.Module):
+    """One chunk of a single stream with a fixed-size cache, every shape static (rk3588/encoder.onnx).
+
+    chunk (1, W, F), att_cache (L, h, C, 2*d_k), [cnn_cache (L, 1, D, K-1),] att_mask (1, chunk, C + chunk)
+    float (1 = a filled cache slot or a real frame of this chunk; every row alike), [pos_emb (1, C + chunk, D): the
+    sinusoid rows of the keys' positions offset - C .. offset + chunk - 1, clamped at 0]
+    -> encoder_out (1, chunk, D), ctc_logits (1, chunk, V), r_att_cache (L, h, C, 2*d_k),
+       [r_cnn_cache (L, 1, D, K-1)]
+    (cnn_cache only with a causal conv module, pos_emb only with abs_pos / rel_pos.)
+
+    NOTE: the positions come in as a tensor the host slices from the sinusoid table: from an offset
+    input the graph would gather rows at a runtime index, and NPU compilers want static float math.
+    The cache keeps its C slots and the oldest chunk leaves by a constant slice, where WeNet's
+    forward_chunk slices by the runtime value required_cache_size (rknn-toolkit2 refuses that graph:
+    "The input 1 of Slice need to be constant"). CTC leaves as logits: the host takes the
+    log-softmax, as for the X3 graphs, so no INT8 softmax over the vocabulary. The mask comes with one
+    row per query: broadcast over the rows, rknn-toolkit2 runs each block's masked softmax on the CPU
+    (measured on the demo: 229 of 237 ops on the NPU; one row per query: all but the mask's Equal).
+    """
+
+    def __init__(self, model: ASRModel, has_positions: bool, has_cnn_cache: bool):
+        super().__init__()
+        self.encoder = model.encoder
+        self.ctc = model.ctc
+        self.has_positions = has_positions
+        self.has_cnn_cache = has_cnn_cache
+        conv = getattr(model.encoder.encoders[0], "conv_module", None)
+        self.non_causal_conv = conv is not None and conv.lorder == 0
+
+    def forward(self, chunk, att_cache, *rest):
+        inputs = list(rest)
+        cnn_cache = inputs.pop(0) if self.has_cnn_cache else None
+        att_mask = inputs.pop(0)
+        enc = self.encoder
+        xs = enc.global_cmvn(chunk) if enc.global_cmvn is not None else chunk
+        xs = enc.embed.subsample(xs)
+        frames = xs.size(1)
+        keys = att_cache.size(2) + frames
+        pos_emb = inputs.pop(0) if self.has_positions else torch.zeros(1, keys, xs.size(2))
+        xs = enc.embed.pos_enc.with_positions(xs, pos_emb[:, keys - frames:])  # abs_pos adds the chunk's own
+        # NOTE: a non-causal conv module reads frames to its right, so the padded frames of a short last
+        # window are zeroed before it (WeNet's mask_pad), as PyTorch's shorter chunk pads with zeros;
+        # a causal one never reads them, and its graph keeps no mask op.
+        mask_pad = att_mask[:, :1, keys - frames:] > 0.5 if self.non_causal_conv else torch.ones(0, 0, 0, dtype=torch.bool)
+        r_att, r_cnn = [], []
+        for i, layer in enumerate(enc.encoders):
+            layer_cnn_cache = cnn_cache[i] if cnn_cache is not None else torch.zeros(0, 0, 0)
+            xs, _, new_att, new_cnn = layer(xs, att_mask, pos_emb, mask_pad, att_cache=att_cache[i : i + 1],
+                                            cnn_cache=layer_cnn_cache)
+            r_att.append(new_att[:, :, frames:, :])
+            r_cnn.append(new_cnn.unsqueeze(0))
+        if enc.normalize_before:
+            xs = enc.after_norm(xs)
+        states = (torch.cat(r_cnn, dim=0),) if self.has_cnn_cache else ()
+        return (xs, self.ctc.ctc_lo(xs), torch.cat(r_att, dim=0), *states)

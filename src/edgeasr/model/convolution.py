@@ -41,6 +41,10 @@ class ConvolutionModule(torch.nn.Module):
         )
         self.pointwise_conv2 = torch.nn.Conv1d(channels, channels, 1, bias=bias)
         self.activation = activation
+        # WeNet zeroes padded frames at the module's input and output only: pointwise_conv1's bias makes
+        # them non-zero again before the depthwise conv, which a non-causal kernel reads. A fixed-shape
+        # export turns this on so that a zero-padded last chunk equals a shorter one (export.graphs).
+        self.mask_depthwise_input = False
 
     def forward(
         self, x: torch.Tensor, mask_pad: torch.Tensor = _EMPTY_MASK, cache: torch.Tensor = _EMPTY_CACHE
@@ -58,6 +62,8 @@ class ConvolutionModule(torch.nn.Module):
         else:
             new_cache = torch.zeros((0, 0, 0), dtype=x.dtype, device=x.device)
         x = torch.nn.functional.glu(self.pointwise_conv1(x), dim=1)
+        if self.mask_depthwise_input and mask_pad.size(2) > 0:
+            x = x.masked_fill(~mask_pad, 0.0)
         x = self.depthwise_conv(x)
         if self.use_layer_norm:
             x = self.activation(self.norm(x.transpose(1, 2))).transpose(1, 2)

@@ -60,7 +60,11 @@ class PositionalEncoding(torch.nn.Module):
         """x (B, T, d) -> (x * sqrt(d) + pe, pe), pe (1, T, d)."""
         self.pe = self.pe.to(x.device)
         pos_emb = self.position_encoding(offset, x.size(1), False)
-        return self.dropout(x * self.xscale + pos_emb), self.dropout(pos_emb)
+        return self.dropout(self.with_positions(x, pos_emb)), self.dropout(pos_emb)
+
+    def with_positions(self, x: torch.Tensor, pos_emb: torch.Tensor) -> torch.Tensor:
+        """x (B, T, d) and the encoding of its own positions (1, T, d) -> the embedded frames."""
+        return x * self.xscale + pos_emb
 
 
 class RelPositionalEncoding(PositionalEncoding):
@@ -69,7 +73,10 @@ class RelPositionalEncoding(PositionalEncoding):
     def forward(self, x: torch.Tensor, offset: Offset = 0) -> Tuple[torch.Tensor, torch.Tensor]:
         self.pe = self.pe.to(x.device)
         pos_emb = self.position_encoding(offset, x.size(1), False)
-        return self.dropout(x * self.xscale), self.dropout(pos_emb)
+        return self.dropout(self.with_positions(x, pos_emb)), self.dropout(pos_emb)
+
+    def with_positions(self, x: torch.Tensor, pos_emb: torch.Tensor) -> torch.Tensor:
+        return x * self.xscale  # the encoding enters the attention (its bd term), not the frames
 
 
 class NoPositionalEncoding(torch.nn.Module):
@@ -83,6 +90,9 @@ class NoPositionalEncoding(torch.nn.Module):
     def forward(self, x: torch.Tensor, offset: Offset = 0) -> Tuple[torch.Tensor, torch.Tensor]:
         pos_emb = torch.zeros(1, x.size(1), self.d_model, device=x.device, dtype=x.dtype)
         return self.dropout(x), pos_emb
+
+    def with_positions(self, x: torch.Tensor, pos_emb: torch.Tensor) -> torch.Tensor:
+        return x
 
     def position_encoding(self, offset: Offset, size: int, apply_dropout: bool = True) -> torch.Tensor:
         return torch.zeros(1, size, self.d_model)

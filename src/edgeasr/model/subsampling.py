@@ -76,11 +76,14 @@ class Conv2dSubsampling(torch.nn.Module):
         self, x: torch.Tensor, x_mask: torch.Tensor, offset: Offset = 0
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, T, F), x_mask (B, 1, T) -> (B, T', D), pos_emb (1, T', D), mask (B, 1, T')."""
+        x, pos_emb = self.pos_enc(self.subsample(x), offset)
+        return x, pos_emb, self.subsample_mask(x_mask)
+
+    def subsample(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, F) -> (B, T', D): the convolutions and the projection, before any position encoding."""
         x = self.conv(x.unsqueeze(1))  # (B, C, T', F')
         b, c, t, f = x.size()
-        x = self.project(x.transpose(1, 2).contiguous().view(b, t, c * f))
-        x, pos_emb = self.pos_enc(x, offset)
-        return x, pos_emb, self.subsample_mask(x_mask)
+        return self.project(x.transpose(1, 2).contiguous().view(b, t, c * f))
 
     def subsample_mask(self, x_mask: torch.Tensor) -> torch.Tensor:
         for kernel, stride in self.kernels:

@@ -25,17 +25,13 @@ from typing import Dict, Iterator, List, Mapping, Optional
 import vl_convert
 
 from ..errors import EdgeAsrError
-from ..paths import (BPU_METRICS, INT8_SENSITIVITY_TABLE, ONNX_METRICS, QUANT_METRICS, RKNN_METRICS, SWEEP_REPORT,
-                     TORCH_METRICS)
+from ..evaluate.summary import ARTIFACT_METRICS, MODE
+from ..paths import INT8_SENSITIVITY_TABLE, QUANT_METRICS, SWEEP_REPORT, TORCH_METRICS
 
 ARTIFACTS = {  # artifact -> (metrics file, path to its streaming family inside a test set)
     "pytorch": (str(TORCH_METRICS), ("streaming",)),
-    "onnx_cpu": (str(ONNX_METRICS), ("cpu",)),
-    "bpu_float": (str(BPU_METRICS), ("bpu_float",)),
-    "quantized": (str(QUANT_METRICS), ("quantized",)),
-    "rk3588_int8": (str(RKNN_METRICS), ("rk3588_int8",)),  # npu=rk3588 / x3_rk3588 experiments only
+    **{label: (str(path), (entry,)) for label, (path, entry) in ARTIFACT_METRICS.items()},
 }
-MODE = "ctc_greedy"
 DECODING_KEYS = ("beam_size", "ctc_weight", "reverse_weight")  # compare.* that change a hypothesis
 VEGA = "https://vega.github.io/schema/vega-lite/v5.json"  # the spec's schema id, never fetched
 LABEL_CHARS = 48  # node labels on the worst-node chart (full names in the table under it)

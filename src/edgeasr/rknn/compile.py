@@ -1,15 +1,14 @@
-"""Compile the X3 float graphs for the RK3588 with rknn-toolkit2, and summarize what the toolkit said.
+"""Compile the RK3588's own graph with rknn-toolkit2, and summarize what the toolkit said.
 
-Contract: the input is the exact 4-D streaming rewrite (exp/bpu: encoder.onnx with chunk, att_cache,
-cnn_cache and att_mask inputs of static shape, ctc.onnx on (1, D, 1, chunk)) and the calibrate
-stage's samples. NOTE: the 4-D graphs, not the 3-D cpu export: the RKNN compiler wants static
-shapes, and on the 4-D graph it places every compute op but the attention mask's `Equal` on the NPU
-(measured on the demo; the op table in metrics/rknn_ops.csv says it for each build).
+Contract: the input is export_rknn's static fixed-cache streaming graph (exp/rknn_export, any model
+rknn.export accepts: the X3 contract does not apply) and the calibration list written for it from
+the calibrate stage's utterance rule (rknn.dataset). The op table in metrics/rknn_ops.csv says where
+each op of each build runs (NPU or CPU).
 
     <out>/dataset/...            the calibration samples as .npy lists (rknn.dataset)
-    <out>/<model>.rknn           the compiled model, what the board's runtime loads
-    <out>/<model>.build.log      the toolkit's verbose build log (layer table: op, NPU/CPU)
-    <out>/<model>.analysis/      accuracy_analysis on the first calibration sample (error_analysis.txt)
+    <out>/<graph>.rknn           the compiled model, what the board's runtime loads
+    <out>/<graph>.build.log      the toolkit's verbose build log (layer table: op, NPU/CPU)
+    <out>/<graph>.analysis/      accuracy_analysis on the first calibration sample (error_analysis.txt)
 """
 
 import os
@@ -18,9 +17,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Tuple
 
 from ..artifact.manifest import CTC_MODES, Artifact
-from ..bpu.export import X3_GRAPHS
 from ..bpu.int8_groups import node_group
 from .dataset import first_sample, write_dataset
+from .export import GRAPH
 from .reports import parse_accuracy, parse_layer_table
 from .toolkit import TOOLKIT_REQUIREMENTS, rknn_config, run_build
 
@@ -42,10 +41,13 @@ def analysis_file(out: Path, model: str) -> Path:
     return out / f"{model}.analysis" / "error_analysis.txt"
 
 
-def build_model(python: Path, rknn: Mapping[str, Any], model: str, graph: Path, calibration: Path,
+def build_model(python: Path, rknn: Mapping[str, Any], model: str, graph: Path, calibration: Mapping[str, Any],
                 out: Path) -> Tuple[Dict[str, Any], List[Dict[str, object]], List[Dict[str, object]]]:
-    """Build one graph; returns (its metrics, its accuracy rows, its op rows)."""
-    dataset, samples = write_dataset(calibration, model, graph, out / "dataset", int(rknn["dataset_samples"]))
+    """Build one graph; returns (its metrics, its accuracy rows, its op rows). calibration: the
+    calibrate section (data_list, max_samples, seed)."""
+    dataset, manifest = write_dataset(graph, model, Path(calibration["data_list"]), int(calibration["max_samples"]),
+                                      int(calibration["seed"]), out / "dataset")
+    samples = manifest["utterances_used"]
     job = {"config": rknn_config(rknn), "models": {model: {
         "onnx": str(graph.resolve()), "dataset": str(dataset.resolve()), "rknn": str(rknn_path(out, model).resolve()),
         "analysis_inputs": [str(Path(p).resolve()) for p in first_sample(dataset)],
@@ -73,30 +75,22 @@ def build_model(python: Path, rknn: Mapping[str, Any], model: str, graph: Path, 
     return metrics, accuracy, ops
 
 
-def compile_rknn(python: Path, rknn: Mapping[str, Any], graphs: Mapping[str, Path], calibration: Path,
+def compile_rknn(python: Path, rknn: Mapping[str, Any], graph: Path, calibration: Mapping[str, Any],
                  out: Path) -> Tuple[Dict[str, Any], List[Dict[str, object]], List[Dict[str, object]]]:
-    """Build both graphs (name -> float X3 graph); returns (metrics, accuracy rows, op rows), rows
-    tagged with their graph."""
+    """Build the graph; returns (metrics, accuracy rows, op rows), rows tagged with their graph."""
     metrics: Dict[str, Any] = {"target": rknn["name"], "config": rknn_config(rknn)}
-    accuracy_rows: List[Dict[str, object]] = []
-    op_rows: List[Dict[str, object]] = []
-    for model in X3_GRAPHS:
-        metrics[model], accuracy, ops = build_model(python, rknn, model, graphs[model], calibration, out)
-        accuracy_rows += [{"graph": model, **row} for row in accuracy]
-        op_rows += [{"graph": model, **row} for row in ops]
-    return metrics, accuracy_rows, op_rows
+    metrics[GRAPH], accuracy, ops = build_model(python, rknn, GRAPH, graph, calibration, out)
+    return metrics, [{"graph": GRAPH, **row} for row in accuracy], [{"graph": GRAPH, **row} for row in ops]
 
 
-def rknn_artifacts(out: Path, rknn: Mapping[str, Any], graphs: Mapping[str, Path]) -> Dict[str, Artifact]:
-    """exp/rknn's manifest entry: the .rknn files, and what the simulator rebuilds them from."""
+def rknn_artifacts(out: Path, rknn: Mapping[str, Any], graph: Path) -> Dict[str, Artifact]:
+    """exp/rknn's manifest entry: the .rknn file, and what the simulator rebuilds it from."""
     def rel(path: Path) -> str:
         return os.path.relpath(path, out)
 
-    files = {}
-    for model in X3_GRAPHS:
-        files.update({model: rel(rknn_path(out, model)), f"{model}_onnx": rel(graphs[model]),
-                      f"{model}_dataset": rel(out / "dataset" / f"{model}.txt")})
+    files = {GRAPH: rel(rknn_path(out, GRAPH)), f"{GRAPH}_onnx": rel(graph),
+             f"{GRAPH}_dataset": rel(out / "dataset" / f"{GRAPH}.txt")}
     return {ARTIFACT: Artifact("rknn_simulator", files, "streaming", CTC_MODES, True,
                                f"{TOOLKIT_REQUIREMENTS[0]} INT8 for the {rknn['name']}; evaluated in {SIMULATED}",
                                options={"config": rknn_config(rknn), "speed": "simulator"},
-                               cosine_to={model: rel(graphs[model]) for model in X3_GRAPHS})}
+                               cosine_to={GRAPH: rel(graph)})}

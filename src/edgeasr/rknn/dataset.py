@@ -1,42 +1,60 @@
-"""The calibrate stage's samples (real chunk inputs with real caches) in rknn-toolkit2's dataset format.
+"""Calibration for the RK3588, written directly in rknn-toolkit2's dataset format.
 
-rknn.build(dataset=LIST) reads a text file with one line per sample, that sample's inputs as
-space-separated .npy paths in the graph's input order, relative to the list's folder (the toolkit
-resolves them there, so the folder can move: compile writes it under exp/rknn.partial):
+The calibrate stage's rule (bpu.calibration: the same `calibrate.max_samples` utterances of the
+calibration list, the same seeds, one randomly chosen chunk per utterance), applied to the RK3588's
+own graph: each chosen utterance is streamed through the float fixed-cache graph with the host
+protocol (decode.fixed_cache_backend), so the chosen chunk's inputs hold the real caches the chunks
+before it built. rknn.build(dataset=LIST) reads a text file with one line per sample, that sample's
+inputs as space-separated .npy paths in the graph's input order, relative to the list's folder (the
+toolkit resolves them there, so the folder can move):
 
-    <out>/<model>/<input>/<sample>.npy          <out>/<model>.txt
-
-The same samples hb_mapper calibrates from (exp/calibration), so the two toolchains quantize from
-identical data.
+    <out>/<graph>/<input>/<utt>.<chunk>.npy          <out>/<graph>.txt          <out>/manifest.json
 """
 
+import json
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
+from tqdm import tqdm
 
-from ..artifact.onnx_io import graph_inputs
-from ..bpu.calibration import calibration_folders, read_samples
+from ..bpu.calibration import calibration_choice
+from ..decode.fixed_cache_backend import FixedCacheBackend
+from ..decode.streaming import chunk_windows
 
 
-def write_dataset(calibration: Path, model: str, graph: Path, out: Path, limit: int) -> Tuple[Path, int]:
-    """Write up to `limit` samples (0 = all) of `model`'s calibration inputs; returns the list file and
-    the number of samples."""
-    inputs = graph_inputs(graph)
-    shapes = dict(inputs)
-    folders = calibration_folders(calibration, model, [name for name, _ in inputs])
-    lines = []
-    for index, sample in enumerate(read_samples(folders, shapes, limit)):
-        paths = []
-        for name, _ in inputs:
-            path = out / model / name / f"{index:05d}.npy"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(path, sample[name])
-            paths.append(str(path.relative_to(out)))
-        lines.append(" ".join(paths))
-    list_file = out / f"{model}.txt"
+def write_dataset(graph: Path, name: str, data_list: Path, max_samples: int, seed: int, out: Path
+                  ) -> Tuple[Path, Dict[str, object]]:
+    """Write the samples of graph `name` under `out`; returns the list file and the manifest."""
+    backend = FixedCacheBackend(graph)
+    prepared, chosen, note, rng = calibration_choice(data_list, max_samples, seed, backend.geometry.right_context)
+    utts = prepared.utterances
+    lines: List[str] = []
+    samples: List[str] = []
+    for index in tqdm(chosen, desc="calibrate rknn", unit="utt"):
+        utt, feats = utts[index].utt, utts[index].feats
+        windows = list(chunk_windows(feats.shape[0], backend.geometry, backend.chunk_size))
+        pick = int(rng.integers(len(windows)))
+        state = backend.start_stream(backend.chunk_size, backend.num_left_chunks)
+        for chunk_index, (start, end) in enumerate(windows[: pick + 1]):
+            feeds, _, _, next_state = backend.step(feats[start:end], state)
+            if chunk_index == pick:
+                paths = []
+                for input_name, array in feeds.items():
+                    path = out / name / input_name / f"{utt.key}.{chunk_index}.npy"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    np.save(path, np.ascontiguousarray(array, dtype=np.float32))
+                    paths.append(str(path.relative_to(out)))
+                lines.append(" ".join(paths))
+                samples.append(f"{utt.key}.{chunk_index}")
+            state = next_state
+    list_file = out / f"{name}.txt"
     list_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return list_file, len(lines)
+    manifest = {"data_list": str(data_list), "data": prepared.report, "utterances_available": len(utts),
+                "utterances_used": len(samples), "max_samples": max_samples, "seed": seed, "samples": samples,
+                "inputs": {k: list(v) for k, v in backend.shapes.items()}, "note": note}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return list_file, manifest
 
 
 def first_sample(list_file: Path) -> List[str]:

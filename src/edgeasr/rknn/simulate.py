@@ -1,4 +1,4 @@
-"""The compiled RK3588 models in rknn-toolkit2's x86 simulator, as an X3-protocol streaming backend.
+"""The compiled RK3588 graph in rknn-toolkit2's x86 simulator, as a fixed-cache streaming backend.
 
 The simulator runs only a model built in its own session (rknn-toolkit2 2.5.0, load_rknn() then
 init_runtime() with no target: "RKNN model that loaded by 'load_rknn' not support inference on the
@@ -16,27 +16,25 @@ from typing import Any, Dict
 
 from ..artifact.manifest import Artifact
 from ..artifact.onnx_io import graph_inputs
-from ..bpu.export import X3_GRAPHS
-from ..decode.bpu_backend import OnnxBpuBackend
+from ..decode.fixed_cache_backend import FixedCacheBackend
+from .export import GRAPH
 from .toolkit import Simulator
 
 
 def simulator_job(artifact: Artifact, folder: Path) -> Dict[str, Any]:
-    """The serve job: each graph with the dataset list it was compiled from (absolute paths)."""
+    """The serve job: the graph with the dataset list it was compiled from (absolute paths)."""
     return {"config": dict(artifact.options["config"]), "models": {
-        model: {"onnx": str(artifact.path(folder, f"{model}_onnx").resolve()),
-                "dataset": str(artifact.path(folder, f"{model}_dataset").resolve())}
-        for model in X3_GRAPHS}}
+        GRAPH: {"onnx": str(artifact.path(folder, f"{GRAPH}_onnx").resolve()),
+                "dataset": str(artifact.path(folder, f"{GRAPH}_dataset").resolve())}}}
 
 
 def simulator_opener(python: Path, logs: Path):
     """An `evaluate.backends` opener for `rknn_simulator` entries: starts the simulator (closed with the
-    caller's stack) and returns the X3 streaming backend with both graphs run by it."""
-    def open_simulated(artifact: Artifact, folder: Path, threads: int, stack: ExitStack) -> OnnxBpuBackend:
+    caller's stack) and returns the fixed-cache streaming backend with the graph run by it."""
+    def open_simulated(artifact: Artifact, folder: Path, threads: int, stack: ExitStack) -> FixedCacheBackend:
         simulator = stack.enter_context(Simulator(python, simulator_job(artifact, folder), logs / "job.json",
                                                   logs / "simulator.log"))
-        onnx = {model: artifact.path(folder, f"{model}_onnx") for model in X3_GRAPHS}
-        sessions = tuple(simulator.session(model, [name for name, _ in graph_inputs(onnx[model])])
-                         for model in X3_GRAPHS)
-        return OnnxBpuBackend(onnx["encoder"], onnx["ctc"], "exact", threads, sessions=sessions)
+        onnx = artifact.path(folder, f"{GRAPH}_onnx")
+        runner = simulator.session(GRAPH, [name for name, _ in graph_inputs(onnx)])
+        return FixedCacheBackend(onnx, threads, runner=runner)
     return open_simulated
