@@ -12,6 +12,7 @@ import torch
 from conftest import ARCHITECTURES, make_model
 from edgeasr.artifact.metadata import read_metadata
 from edgeasr.bpu.calibration import select_utterances
+from edgeasr.bpu.int8_groups import node_group
 from edgeasr.decode import TorchBackend
 from edgeasr.decode.fixed_cache_backend import MODEL_TYPE, FixedCacheBackend
 from edgeasr.errors import EdgeAsrError
@@ -42,6 +43,8 @@ def test_every_architecture_streams_like_pytorch_with_static_shapes(arch, tmp_pa
         assert tensor.type.tensor_type.elem_type == onnx.TensorProto.FLOAT, tensor.name
     assert not any(node.op_type == "Slice" and len(node.input) > 1 and node.input[1] in
                    {i.name for i in proto.graph.input} for node in proto.graph.node)
+    groups = {node_group("encoder", node.name) for node in proto.graph.node}
+    assert {"embed", "ctc", "encoders.0.self_attn"} <= groups  # readable layer groups for the toolkit's tables
     meta = read_metadata(graph, (MODEL_TYPE,))
     assert (int(meta["chunk_size"]), int(meta["left_chunks"])) == (CHUNK, LEFT)
     names = [i.name for i in proto.graph.input]

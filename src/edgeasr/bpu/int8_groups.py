@@ -26,7 +26,7 @@ def node_group(graph: str, node: str) -> str:
         return f"{head}.{parts[1]}" if len(parts) > 2 else f"{head}.residual"
     if head == "embed" and len(parts) > 1:
         return "embed"
-    if head == "ctc":  # the CTC head inside a one-graph export (the RK3588's fixed-cache graph)
+    if head == "ctc_lo":  # the CTC head inside a one-graph export (the RK3588's fixed-cache graph)
         return "ctc"
     return "cache_io"
 

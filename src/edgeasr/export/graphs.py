@@ -298,11 +298,11 @@ class FixedCacheEncoder(torch.nn.Module):
         att_mask = inputs.pop(0)
         enc = self.encoder
         xs = enc.global_cmvn(chunk) if enc.global_cmvn is not None else chunk
-        xs = enc.embed.subsample(xs)
+        cache, keys = att_cache.size(2), att_mask.size(2)
+        pos_emb = inputs.pop(0) if self.has_positions else torch.zeros(1, keys, enc.output_size())
+        # NOTE: through embed's own call, so the graph's node names keep the /embed/ scope (layer groups)
+        xs, _, _ = enc.embed(xs, att_mask[:, :1, :0], positions=pos_emb[:, cache:])  # abs_pos adds these
         frames = xs.size(1)
-        keys = att_cache.size(2) + frames
-        pos_emb = inputs.pop(0) if self.has_positions else torch.zeros(1, keys, xs.size(2))
-        xs = enc.embed.pos_enc.with_positions(xs, pos_emb[:, keys - frames:])  # abs_pos adds the chunk's own
         # NOTE: a non-causal conv module reads frames to its right, so the padded frames of a short last
         # window are zeroed before it (WeNet's mask_pad), as PyTorch's shorter chunk pads with zeros;
         # a causal one never reads them, and its graph keeps no mask op.

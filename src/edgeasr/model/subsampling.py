@@ -6,7 +6,7 @@ follow WeNet's state_dict.
 """
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -73,10 +73,17 @@ class Conv2dSubsampling(torch.nn.Module):
         return self.linear(x)
 
     def forward(
-        self, x: torch.Tensor, x_mask: torch.Tensor, offset: Offset = 0
+        self, x: torch.Tensor, x_mask: torch.Tensor, offset: Offset = 0, positions: Optional[torch.Tensor] = None
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, T, F), x_mask (B, 1, T) -> (B, T', D), pos_emb (1, T', D), mask (B, 1, T')."""
-        x, pos_emb = self.pos_enc(self.subsample(x), offset)
+        """x (B, T, F), x_mask (B, 1, T) -> (B, T', D), pos_emb (1, T', D), mask (B, 1, T').
+
+        positions (1, T', D): the encoding of the output frames' own positions, given instead of
+        computed from `offset` (a fixed-shape export feeds them from the host)."""
+        x = self.subsample(x)
+        if positions is None:
+            x, pos_emb = self.pos_enc(x, offset)
+        else:
+            x, pos_emb = self.pos_enc.with_positions(x, positions), positions
         return x, pos_emb, self.subsample_mask(x_mask)
 
     def subsample(self, x: torch.Tensor) -> torch.Tensor:
