@@ -14,7 +14,7 @@ plus <out>/manifest.json. Same list, seed and model: the same bytes.
 import json
 import logging
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -56,6 +56,20 @@ def calibration_choice(data_list: Path, max_samples: int, seed: int, right_conte
     return prepared, chosen, note, np.random.default_rng(seed + 1)
 
 
+def streamed_chunks(backend: Any, feats: np.ndarray, rng: np.random.Generator
+                    ) -> Iterator[Tuple[int, bool, Dict[str, np.ndarray], Any]]:
+    """Stream one utterance (T, F) through `backend` (anything with start_stream and step(window,
+    state) -> feeds, output, valid, state) with its caches carried over; yield per chunk (its index,
+    whether it is the utterance's calibration chunk, its feeds, its output). The calibration chunk is
+    one draw of `rng` per utterance: the same rule for every target."""
+    windows = list(chunk_windows(feats.shape[0], backend.geometry, backend.chunk_size))
+    pick = int(rng.integers(len(windows)))
+    state = backend.start_stream(backend.chunk_size, backend.num_left_chunks)
+    for index, (start, end) in enumerate(windows):
+        feeds, output, _, state = backend.step(feats[start:end], state)
+        yield index, index == pick, feeds, output
+
+
 def write_sample(folder: Path, name: str, array: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     np.ascontiguousarray(array, dtype=np.float32).tofile(folder / name)
@@ -71,14 +85,10 @@ def build_calibration(encoder: Path, ctc: Path, data_list: Path, max_samples: in
     counts: Dict[str, int] = {}
     samples: List[str] = []
     for index in tqdm(chosen, desc="calibrate", unit="utt"):
-        utt, feats = utts[index].utt, utts[index].feats
-        windows = list(chunk_windows(feats.shape[0], backend.geometry, backend.chunk_size))
-        pick = int(rng.integers(len(windows)))
-        state = backend.start_stream(backend.chunk_size, backend.num_left_chunks)
-        for chunk_index, (start, end) in enumerate(windows):
-            feeds, hidden, _, state = backend.step(feats[start:end], state)
+        utt = utts[index].utt
+        for chunk_index, picked, feeds, hidden in streamed_chunks(backend, utts[index].feats, rng):
             stem = f"{utt.key}.{chunk_index}.bin"
-            if chunk_index == pick:
+            if picked:
                 for name, array in feeds.items():
                     write_sample(out / ENCODER_DIR / name, stem, array)
                     counts[name] = counts.get(name, 0) + 1

@@ -12,8 +12,8 @@ from typing import Callable, Mapping, Optional, Union
 import torch
 
 from ..artifact.manifest import ALL_MODES, Artifact
-from ..decode import Backend, TorchBackend
 from ..artifact.metadata import read_metadata
+from ..decode import Backend, TorchBackend
 from ..decode.bpu_backend import OnnxBpuBackend
 from ..decode.fixed_cache_backend import MODEL_TYPE as FIXED_CACHE, FixedCacheBackend
 from ..decode.onnx_backend import OnnxCpuBackend, OnnxGpuBackend

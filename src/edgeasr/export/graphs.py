@@ -301,7 +301,8 @@ class FixedCacheEncoder(torch.nn.Module):
         cache, keys = att_cache.size(2), att_mask.size(2)
         pos_emb = inputs.pop(0) if self.has_positions else torch.zeros(1, keys, enc.output_size())
         # NOTE: through embed's own call, so the graph's node names keep the /embed/ scope (layer groups)
-        xs, _, _ = enc.embed(xs, att_mask[:, :1, :0], positions=pos_emb[:, cache:])  # abs_pos adds these
+        no_padding = torch.ones(1, 1, 0, dtype=torch.bool)  # embed's padding mask: none, the host masks frames
+        xs, _, _ = enc.embed(xs, no_padding, positions=pos_emb[:, cache:])  # abs_pos adds these
         frames = xs.size(1)
         # NOTE: a non-causal conv module reads frames to its right, so the padded frames of a short last
         # window are zeroed before it (WeNet's mask_pad), as PyTorch's shorter chunk pads with zeros;

@@ -79,18 +79,14 @@ class Conv2dSubsampling(torch.nn.Module):
 
         positions (1, T', D): the encoding of the output frames' own positions, given instead of
         computed from `offset` (a fixed-shape export feeds them from the host)."""
-        x = self.subsample(x)
+        x = self.conv(x.unsqueeze(1))  # (B, C, T', F')
+        b, c, t, f = x.size()
+        x = self.project(x.transpose(1, 2).contiguous().view(b, t, c * f))
         if positions is None:
             x, pos_emb = self.pos_enc(x, offset)
         else:
             x, pos_emb = self.pos_enc.with_positions(x, positions), positions
         return x, pos_emb, self.subsample_mask(x_mask)
-
-    def subsample(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, T, F) -> (B, T', D): the convolutions and the projection, before any position encoding."""
-        x = self.conv(x.unsqueeze(1))  # (B, C, T', F')
-        b, c, t, f = x.size()
-        return self.project(x.transpose(1, 2).contiguous().view(b, t, c * f))
 
     def subsample_mask(self, x_mask: torch.Tensor) -> torch.Tensor:
         for kernel, stride in self.kernels:

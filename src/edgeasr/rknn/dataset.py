@@ -18,9 +18,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from ..bpu.calibration import calibration_choice
+from ..bpu.calibration import calibration_choice, streamed_chunks
 from ..decode.fixed_cache_backend import FixedCacheBackend
-from ..decode.streaming import chunk_windows
 
 
 def write_dataset(graph: Path, name: str, data_list: Path, max_samples: int, seed: int, out: Path
@@ -32,22 +31,19 @@ def write_dataset(graph: Path, name: str, data_list: Path, max_samples: int, see
     lines: List[str] = []
     samples: List[str] = []
     for index in tqdm(chosen, desc="calibrate rknn", unit="utt"):
-        utt, feats = utts[index].utt, utts[index].feats
-        windows = list(chunk_windows(feats.shape[0], backend.geometry, backend.chunk_size))
-        pick = int(rng.integers(len(windows)))
-        state = backend.start_stream(backend.chunk_size, backend.num_left_chunks)
-        for chunk_index, (start, end) in enumerate(windows[: pick + 1]):
-            feeds, _, _, next_state = backend.step(feats[start:end], state)
-            if chunk_index == pick:
-                paths = []
-                for input_name, array in feeds.items():
-                    path = out / name / input_name / f"{utt.key}.{chunk_index}.npy"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    np.save(path, np.ascontiguousarray(array, dtype=np.float32))
-                    paths.append(str(path.relative_to(out)))
-                lines.append(" ".join(paths))
-                samples.append(f"{utt.key}.{chunk_index}")
-            state = next_state
+        utt = utts[index].utt
+        for chunk_index, picked, feeds, _ in streamed_chunks(backend, utts[index].feats, rng):
+            if not picked:
+                continue
+            paths = []
+            for input_name, array in feeds.items():
+                path = out / name / input_name / f"{utt.key}.{chunk_index}.npy"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(path, np.ascontiguousarray(array, dtype=np.float32))
+                paths.append(str(path.relative_to(out)))
+            lines.append(" ".join(paths))
+            samples.append(f"{utt.key}.{chunk_index}")
+            break  # the chunks after it do not matter
     list_file = out / f"{name}.txt"
     list_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     manifest = {"data_list": str(data_list), "data": prepared.report, "utterances_available": len(utts),
