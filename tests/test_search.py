@@ -156,3 +156,15 @@ def test_the_fast_prefix_beam_is_the_textbook_one_exactly(seed):
     log_probs = (x - np.log(np.exp(x).sum(1, keepdims=True))).astype(np.float32)
     for beam in (1, 4, 10):
         assert ctc_prefix_beam_search(log_probs, beam) == textbook_prefix_beam(log_probs, beam)
+
+
+def test_the_compiled_search_is_the_textbook_one_on_a_long_wide_input():
+    """A 4233-token vocabulary (the x3_110m preset's) over 300 frames: many trie nodes, many ties
+    below the top tokens, beams wider than 10 still exact."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((300, 4233)).astype(np.float32) * 2
+    x[:, 0] += rng.uniform(0, 10, x.shape[0]).astype(np.float32)
+    x[::3, 100:140] = x[::3].max(axis=1, keepdims=True)  # forty tokens tied at the top of every third frame
+    log_probs = x - np.log(np.exp(x.astype(np.float64)).sum(1, keepdims=True)).astype(np.float32)
+    for beam in (10, 16):
+        assert ctc_prefix_beam_search(log_probs, beam) == textbook_prefix_beam(log_probs, beam)
