@@ -21,8 +21,8 @@ def main(argv: list) -> None:
         write_off_outputs(note, [RKNN_SIMULATION, RKNN_HYPS], [RKNN_METRICS])
         return
     logs = fresh_dir(RKNN_SIMULATION)
-    # NOTE: the simulator is a process of its own (rknn-toolkit2's environment): it runs beside this
-    # stage, not on the engine's workers.
+    # NOTE: the simulator is a process of its own (rknn-toolkit2's environment): every engine worker
+    # starts one beside itself, so the utterances' shards are simulated in parallel.
     opener = simulator_opener(find_python(params.rknn.toolkit_python), logs)
     metrics: dict = {"target": params.rknn.name}
     with compute_engine() as (engine, cache), atomic_dir(RKNN_HYPS) as hyps:

@@ -138,6 +138,11 @@ def test_a_failing_toolkit_stops_with_its_log_line(tmp_path, stand_in_toolkit):
         Simulator(stand_in_toolkit, job, tmp_path / "job.json", tmp_path / "serve.log")
 
 
+def without_timing(metrics):
+    return {k: without_timing(v) for k, v in metrics.items() if k != "simulator_time"} \
+        if isinstance(metrics, dict) else metrics
+
+
 ARCH = "conformer_relpos_conv2d_swish_ln"  # the U2++ shape: rel_pos + rel_selfattn, swish, causal LayerNorm conv
 CHUNK, LEFT = 4, 2
 RK3588 = {"name": "rk3588", "toolkit_python": None, "quantized_dtype": "w8a8", "quantized_algorithm": "normal",
@@ -198,3 +203,15 @@ def test_real_toolchain_calibrate_build_simulate_cer(tmp_path):
     assert result["cosine_encoder_out"] > 0.95, result  # INT8 on the NPU, not noise
     assert "rtf" not in result and result["simulator_time"]["ms_per_chunk"] > 0  # never reported as the chip's
     assert (tmp_path / "hyps" / "test" / "rk3588_int8.jsonl").is_file()
+
+    # The simulator on the engine: 2 local workers, one simulator each, shards of one utterance.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with Engine(ComputeSettings("local", 2, None, 1, None)) as engine:
+        sharded = evaluate_manifest(read_manifest(out), reference, {"test": str(tmp_path / "test.list")}, search,
+                                    streaming, tmp_path / "hyps2", engine, ShardCache(None, "test"),
+                                    {"rknn_simulator": simulator_opener(python, logs)})["test"]["rk3588_int8"]
+    assert without_timing(sharded) == without_timing(result)
+    assert (tmp_path / "hyps2" / "test" / "rk3588_int8.jsonl").read_text() == \
+        (tmp_path / "hyps" / "test" / "rk3588_int8.jsonl").read_text()
+    assert len(list(logs.glob("simulator-*.log"))) == 2  # each worker started its own

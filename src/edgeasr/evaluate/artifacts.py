@@ -11,7 +11,6 @@ serial one.
 """
 
 import json
-from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -22,13 +21,13 @@ from ..artifact.manifest import Artifact, Manifest
 from ..decode import DecodeOptions
 from ..frontend.dataset import PreparedUtterance
 from ..frontend.tokens import id_to_token
-from .backends import Opener, Runnable, float_graphs, open_backend
+from .backends import Opener, Runnable
 from .cer import score
 from .contexts import decode_contexts
 from .engine import Engine, ShardCache
 from .reference import ReferenceSet, read_reference, reference_symbols, reference_utterances
 from .runner import Decoded, decode_utterances
-from .shards import Target, decode_sharded, pack_backend
+from .shards import PackedBackend, decode_sharded, pack_backend
 
 
 def summarize(hyps: Sequence[Mapping[str, str]], reference: ReferenceSet, context: str,
@@ -92,26 +91,16 @@ def write_hyps(path: Path, reference: ReferenceSet, context: str, hyps: Sequence
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
-def targets(manifest: Manifest, threads: int, stack: ExitStack, local_openers: Mapping[str, Opener]
-            ) -> Dict[str, Target]:
-    """Each runnable artifact packed for the engine; those of `local_openers` (a process of their own:
-    the RK3588 simulator) opened here, to run in this process."""
-    out: Dict[str, Target] = {}
-    for name, artifact in manifest.artifacts.items():
-        if not artifact.runnable:
-            continue
-        packed = pack_backend(artifact, manifest.folder, threads)
-        if artifact.backend in local_openers:
-            out[name] = (packed, open_backend(artifact, manifest.folder, threads, stack, local_openers),
-                         float_graphs(artifact, manifest.folder, threads))
-        else:
-            out[name] = packed
-    return out
+def targets(manifest: Manifest, threads: int, openers: Mapping[str, Opener]) -> Dict[str, PackedBackend]:
+    """Each runnable artifact packed for the engine; those of `openers` (backends of a higher layer:
+    the RK3588 simulator) carry their opener, so each worker opens them itself."""
+    return {name: pack_backend(artifact, manifest.folder, threads, openers.get(artifact.backend))
+            for name, artifact in manifest.artifacts.items() if artifact.runnable}
 
 
 def evaluate_manifest(manifest: Manifest, reference_dir: Path, test_sets: Mapping[str, str], search: Any,
                       streaming: Any, hyps_dir: Path, engine: Engine, cache: ShardCache,
-                      local_openers: Optional[Mapping[str, Opener]] = None) -> Dict[str, object]:
+                      openers: Optional[Mapping[str, Opener]] = None) -> Dict[str, object]:
     """Every runnable artifact of `manifest` on every test set, against the reference in reference_dir,
     sharded over `engine`. search: the `compare` params section (modes, beam, weights, max_utts, threads).
     Returns {"produced_by": {...}, [not_evaluated,] <set>: {<artifact>: metrics}}."""
@@ -121,21 +110,20 @@ def evaluate_manifest(manifest: Manifest, reference_dir: Path, test_sets: Mappin
     not_runnable = {name: a.reason for name, a in manifest.artifacts.items() if not a.runnable}
     if not_runnable:
         metrics["not_evaluated"] = not_runnable
-    with ExitStack() as stack:
-        runnable = targets(manifest, search.threads, stack, local_openers or {})
-        for set_name, data_list in test_sets.items():
-            utterances = reference_utterances(reference_dir, set_name, data_list, search.max_utts)
-            reference = read_reference(reference_dir, set_name)
-            results: Dict[str, object] = {}
-            for name, target in runnable.items():
-                artifact = manifest.artifacts[name]
-                recognizer = artifact.backend == "sherpa_onnx"
-                opts = None if recognizer else artifact_options(artifact, contexts)
-                if opts is not None:
-                    reference.check_context(artifact.context, opts)
-                log_probs = reference.log_probs(artifact.context) if artifact.frames_align and opts else None
-                decoded = decode_sharded(engine, cache, target, utterances, opts, tokens, name, log_probs)
-                results[name] = artifact_result(artifact, decoded, reference, opts)
-                write_hyps(hyps_dir / set_name / f"{name}.jsonl", reference, artifact.context, decoded.hyps)
-            metrics[set_name] = results
+    runnable = targets(manifest, search.threads, openers or {})
+    for set_name, data_list in test_sets.items():
+        utterances = reference_utterances(reference_dir, set_name, data_list, search.max_utts)
+        reference = read_reference(reference_dir, set_name)
+        results: Dict[str, object] = {}
+        for name, packed in runnable.items():
+            artifact = manifest.artifacts[name]
+            recognizer = artifact.backend == "sherpa_onnx"
+            opts = None if recognizer else artifact_options(artifact, contexts)
+            if opts is not None:
+                reference.check_context(artifact.context, opts)
+            log_probs = reference.log_probs(artifact.context) if artifact.frames_align and opts else None
+            decoded = decode_sharded(engine, cache, packed, utterances, opts, tokens, name, log_probs)
+            results[name] = artifact_result(artifact, decoded, reference, opts)
+            write_hyps(hyps_dir / set_name / f"{name}.jsonl", reference, artifact.context, decoded.hyps)
+        metrics[set_name] = results
     return metrics

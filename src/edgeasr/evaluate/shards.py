@@ -8,6 +8,7 @@ so the client merges shards in utterance order and gets exactly the serial resul
 per utterance, in order, as the serial loop takes them.
 """
 
+import atexit
 import hashlib
 import json
 import tempfile
@@ -16,7 +17,7 @@ import zipfile
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from ..decode import DecodeOptions
 from ..frontend import SAMPLE_RATE, compute_fbank, read_audio
 from ..frontend.datalist import Utterance
 from ..frontend.dataset import PreparedUtterance
-from .backends import Runnable, float_graphs, open_backend
+from .backends import Opener, Runnable, float_graphs, open_backend
 from .engine import Engine, ShardCache, ShardResult
 from .runner import Decoded, decode_records, merge
 from .sherpa import SherpaRecognizer
@@ -43,13 +44,14 @@ class PackedBackend:
     blobs: Mapping[str, bytes]  # tree path -> file content
     threads: int
     digest: str  # of the artifact entry and every blob: the worker's key for the opened backend
+    opener: Optional[Opener] = None  # for a backend of a higher layer (the RK3588 simulator): run where it opens
 
 
 def _tree(path: Path) -> str:
     return str(path.resolve()).lstrip("/")
 
 
-def pack_backend(artifact: Artifact, folder: Path, threads: int) -> PackedBackend:
+def pack_backend(artifact: Artifact, folder: Path, threads: int, opener: Optional[Opener] = None) -> PackedBackend:
     files = [artifact.path(folder, role) for role in artifact.files]
     files += [folder / rel for rel in (artifact.cosine_to or {}).values()]
     blobs = {_tree(path): path.read_bytes() for path in files}
@@ -57,11 +59,12 @@ def pack_backend(artifact: Artifact, folder: Path, threads: int) -> PackedBacken
     for name in sorted(blobs):
         digest.update(name.encode())
         digest.update(hashlib.sha256(blobs[name]).digest())
-    return PackedBackend(artifact, _tree(folder), blobs, threads, digest.hexdigest())
+    return PackedBackend(artifact, _tree(folder), blobs, threads, digest.hexdigest(), opener)
 
 
 _OPENED: Dict[str, Tuple[Runnable, Optional[Runnable]]] = {}  # per process: digest -> (backend, float graphs)
-_STACK = ExitStack()  # what opened backends hold, released when the process ends
+_STACK = ExitStack()  # what opened backends hold (sessions, temp folders, simulator processes)
+atexit.register(_STACK.close)  # released when the process ends, the last opened first
 
 
 def opened(packed: PackedBackend) -> Tuple[Runnable, Optional[Runnable]]:
@@ -72,7 +75,8 @@ def opened(packed: PackedBackend) -> Tuple[Runnable, Optional[Runnable]]:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_bytes(data)
         folder = root / packed.folder
-        _OPENED[packed.digest] = (open_backend(packed.artifact, folder, packed.threads, _STACK),
+        openers = {packed.artifact.backend: packed.opener} if packed.opener else None
+        _OPENED[packed.digest] = (open_backend(packed.artifact, folder, packed.threads, _STACK, openers),
                                   float_graphs(packed.artifact, folder, packed.threads))
     return _OPENED[packed.digest]
 
@@ -154,18 +158,13 @@ class NpzWriter:
         self.zip.close()
 
 
-Target = Union[PackedBackend, Tuple[PackedBackend, Runnable, Optional[Runnable]]]
-
-
-def decode_sharded(engine: Engine, cache: ShardCache, target: Target, utterances: Sequence[Utterance],
+def decode_sharded(engine: Engine, cache: ShardCache, packed: PackedBackend, utterances: Sequence[Utterance],
                    opts: Optional[DecodeOptions], tokens: Mapping[int, str], desc: str,
                    reference_log_probs: Optional[Callable[[int], np.ndarray]] = None,
                    log_prob_sink: Optional[Callable[[int, np.ndarray], None]] = None) -> Decoded:
-    """The utterances in shards of `compute.shard_utts` over the engine (a PackedBackend), or in this
-    process (a (packed, backend, float graphs) triple: backends that need a local process, the RK3588
-    simulator); each finished shard cached. Returns the records merged in utterance order; with
-    `log_prob_sink`, every utterance's log-probs are handed to it (by index) instead of kept."""
-    packed = target if isinstance(target, PackedBackend) else target[0]
+    """The utterances in shards of `compute.shard_utts` over the engine, each finished shard cached.
+    Returns the records merged in utterance order; with `log_prob_sink`, every utterance's log-probs
+    are handed to it (by index) instead of kept."""
     size = max(1, engine.settings.shard_utts)
     shards = [list(range(start, min(start + size, len(utterances)))) for start in range(0, len(utterances), size)]
     results: Dict[int, ShardResult] = {}
@@ -194,9 +193,5 @@ def decode_sharded(engine: Engine, cache: ShardCache, target: Target, utterances
             yield (number, key), ShardTask(utts, opts, tokens, f"{desc} [{number + 1}/{len(shards)}]", reference,
                                            log_prob_sink is not None)
 
-    if isinstance(target, PackedBackend):
-        engine.run(decode_shard, tasks(), target, target.digest, finished)
-    else:
-        for tag, task in tasks():
-            finished(tag, decode_with(target[1], target[2], task))
+    engine.run(decode_shard, tasks(), packed, packed.digest, finished)
     return merge([record for number in range(len(shards)) for record in results[number].records])

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 from ..artifact.manifest import CTC_MODES, Artifact
 from ..bpu.int8_groups import node_group
-from .dataset import first_sample, write_dataset
+from .dataset import first_sample, listed_samples, write_dataset
 from .export import GRAPH
 from .reports import parse_accuracy, parse_layer_table
 from .toolkit import TOOLKIT_REQUIREMENTS, rknn_config, run_build
@@ -88,8 +88,12 @@ def rknn_artifacts(out: Path, rknn: Mapping[str, Any], graph: Path) -> Dict[str,
     def rel(path: Path) -> str:
         return os.path.relpath(path, out)
 
-    files = {GRAPH: rel(rknn_path(out, GRAPH)), f"{GRAPH}_onnx": rel(graph),
-             f"{GRAPH}_dataset": rel(out / "dataset" / f"{GRAPH}.txt")}
+    dataset = out / "dataset" / f"{GRAPH}.txt"
+    files = {GRAPH: rel(rknn_path(out, GRAPH)), f"{GRAPH}_onnx": rel(graph), f"{GRAPH}_dataset": rel(dataset)}
+    # NOTE: the samples the list names are the artifact's files too: a simulator on another machine
+    # rebuilds from them (the engine ships an artifact's files, and the manifest checks them).
+    for index, sample in enumerate(listed_samples(dataset)):
+        files[f"{GRAPH}_sample_{index}"] = rel(sample)
     return {ARTIFACT: Artifact("rknn_simulator", files, "streaming", CTC_MODES, True,
                                f"{TOOLKIT_REQUIREMENTS[0]} INT8 for the {rknn['name']}; evaluated in {SIMULATED}",
                                options={"config": rknn_config(rknn), "speed": "simulator"},

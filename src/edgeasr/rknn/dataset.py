@@ -56,3 +56,9 @@ def write_dataset(graph: Path, name: str, data_list: Path, max_samples: int, see
 def first_sample(list_file: Path) -> List[str]:
     """The .npy paths of the list's first sample (the input of the toolkit's accuracy analysis)."""
     return [str(list_file.parent / name) for name in list_file.read_text(encoding="utf-8").splitlines()[0].split()]
+
+
+def listed_samples(list_file: Path) -> List[Path]:
+    """Every .npy file the list names, in its order."""
+    return [list_file.parent / name for line in list_file.read_text(encoding="utf-8").splitlines()
+            for name in line.split()]
