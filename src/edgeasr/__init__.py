@@ -14,7 +14,8 @@ Layers, lowest first; a module imports only from layers below its own (tests/tes
     evaluate | rknn             CER, reports, artifact comparisons | the RK3588 compile and simulator
                                 (rknn-toolkit2 run as a program in its own environment)
     demo | report | bench       the embedded corpus and trainer, reports, the benchmarks (speed per
-    | bench_scale | bench_moe   backend; the evaluation's scale over Dask workers; dense vs sparse MoE)
+    | bench_scale | bench_moe   backend; the evaluation's scale over Dask workers; dense vs sparse MoE;
+    | bench_search              an artifact evaluation's time per decoding phase)
 """
 
 __version__ = "0.1.0"
@@ -30,5 +31,5 @@ LAYERS = {
     "decode": 6,
     "export": 7, "bpu": 7,
     "evaluate": 8, "rknn": 8,
-    "demo": 9, "report": 9, "bench": 9, "bench_scale": 9, "bench_moe": 9,
+    "demo": 9, "report": 9, "bench": 9, "bench_scale": 9, "bench_moe": 9, "bench_search": 9,
 }

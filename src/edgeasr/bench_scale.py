@@ -111,6 +111,9 @@ def measure(engine: Engine, workspace: Path, utts: int) -> Measured:
     tokens = id_to_token(reference_symbols(reference_dir))
     contexts = decode_contexts(OmegaConf.create(params["compare"]), OmegaConf.create(params["streaming"]))
     reference = read_reference(reference_dir, name)
+    if len(scanned) > len(reference.keys):
+        raise EdgeAsrError(f"{reference_dir}: the reference holds {len(reference.keys)} utterances of {name}, "
+                           f"--utts {utts} asks for {len(scanned)} (compare.max_utts limits it)")
     cache = ShardCache(None, "bench")
     audio = sum(s.seconds for s in found)
     result: Dict[str, Tuple[float, float, int]] = {}
