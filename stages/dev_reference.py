@@ -1,6 +1,8 @@
-"""dev_reference: the PyTorch reference on the development split that compile's INT8 sensitivity study
-scores (the first `bpu.sensitivity_utts` utterances of data.dev_list, streamed, CTC greedy), decoded
-once over the compute engine; with `bpu.sensitivity_utts=0` (no study) or without the X3 chosen, a note."""
+"""dev_reference: the PyTorch reference on the development split the INT8 studies score (streamed, CTC
+greedy), decoded once over the compute engine: the X3's sensitivity study (compile, the first
+`bpu.sensitivity_utts` utterances of data.dev_list) and the RK3588's budget search (compile_rknn, the
+first `rknn.sensitivity_utts`, with rknn.max_cer_delta set); the larger count of the targets chosen is
+decoded and each study takes its first utterances. With neither study on, or neither target chosen, a note."""
 
 from pathlib import Path
 
@@ -16,6 +18,14 @@ from edgeasr.paths import DEV_REFERENCE
 from edgeasr.targets import off_note
 
 
+def dev_utterances(params) -> int:
+    """How many dev utterances the chosen targets' studies score: the X3's sensitivity study whenever
+    it is chosen, the RK3588's budget search when it has a budget."""
+    counts = [params.bpu.sensitivity_utts if params.npu.x3 else 0,
+              params.rknn.sensitivity_utts if params.npu.rk3588 and params.rknn.max_cer_delta is not None else 0]
+    return max(counts)
+
+
 def main(argv: list) -> None:
     params = load_stage_params("dev_reference", argv)
     note = off_note("dev_reference", params.npu)
@@ -23,16 +33,19 @@ def main(argv: list) -> None:
         write_off_outputs(note, [DEV_REFERENCE])
         return
     check_streaming(params.streaming)
+    utts = dev_utterances(params)
     with atomic_dir(DEV_REFERENCE) as out:
-        if params.data.dev_list is None or params.bpu.sensitivity_utts == 0:
+        if params.data.dev_list is None or utts == 0:
             (out / "README.txt").write_text(f"data.dev_list={params.data.dev_list}, bpu.sensitivity_utts="
-                                            f"{params.bpu.sensitivity_utts}: no INT8 sensitivity study, no dev reference\n")
+                                            f"{params.bpu.sensitivity_utts}, rknn.sensitivity_utts="
+                                            f"{params.rknn.sensitivity_utts} (rknn.max_cer_delta="
+                                            f"{params.rknn.max_cer_delta}): no INT8 study, no dev reference\n")
             return
         model, _, symbols = load_model(params.model.dir)
         opts = DecodeOptions(params.streaming.chunk_size, params.streaming.num_decoding_left_chunks, modes=STUDY_MODES)
         with compute_engine() as (engine, cache):
             write_reference(engine, cache, Path(params.model.dir), min_input_frames(model.encoder.embed.right_context),
-                            {DEV_SET: params.data.dev_list}, {"streaming": opts}, symbols, params.bpu.sensitivity_utts,
+                            {DEV_SET: params.data.dev_list}, {"streaming": opts}, symbols, utts,
                             1, out)
 
 

@@ -24,6 +24,7 @@ from edgeasr.bpu.run_on_cpu import resolve_run_on_cpu
 from edgeasr.bpu.ranges import fake_quant_cosine, mix_ranges
 from edgeasr.artifact.metadata import read_metadata
 from edgeasr.decode import DecodeOptions, TorchBackend, ctc_greedy_search, stream_encode
+from edgeasr.demo.fragile import with_outlier_channel
 from edgeasr.frontend.tokens import detokenize, id_to_token as tokens_of
 from edgeasr.errors import EdgeAsrError
 from edgeasr.evaluate.engine import ComputeSettings, Engine, ShardCache
@@ -115,17 +116,6 @@ def test_mix_picks_per_tensor_the_range_that_keeps_it_closest(tmp_path):
     assert float(chosen["wide"].range_value[1]) == 4.0
     assert float(chosen["uniform"].range_value[1]) == 3.0
     assert wins == {"max": 1, "max_percentile": 1}
-
-
-def with_outlier_channel(model: torch.nn.Module, block: int, channel: int, scale: float) -> None:
-    """Scale one hidden channel of a block's FFN up and its way out down by the same factor: ReLU is
-    positively homogeneous, so the float function is unchanged, while per-tensor INT8 of that FFN's
-    weights and hidden activations loses every other channel (the classic outlier-channel failure)."""
-    ffn = model.encoder.encoders[block].feed_forward
-    with torch.no_grad():
-        ffn.w_1.weight[channel] *= scale
-        ffn.w_1.bias[channel] *= scale
-        ffn.w_2.weight[:, channel] /= scale
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,8 @@ def test_each_choice_sets_one_switch_per_target(tmp_path, choice, built):
     assert npu == {"name": choice, **{target: target in built for target in TARGETS}}
     off = sorted(stage for stage in STAGE_TARGETS if off_note(stage, npu))
     on_x3 = {"export_bpu", "calibrate", "eval_bpu", "dev_reference", "bpu_config", "compile", "eval_quant"}
-    expected_on = (on_x3 if "x3" in built else set()) | (
-        {"export_rknn", "compile_rknn", "eval_rknn"} if "rk3588" in built else set())
+    on_rk3588 = {"export_rknn", "compile_rknn", "dev_reference", "eval_rknn"}  # dev_reference: its budget search
+    expected_on = (on_x3 if "x3" in built else set()) | (on_rk3588 if "rk3588" in built else set())
     assert off == sorted(set(STAGE_TARGETS) - expected_on)
     report = targets_report(npu)
     assert [t for t, what in report.items() if what.startswith("built")] == built

@@ -11,9 +11,10 @@ Layers, lowest first; a module imports only from layers below its own (tests/tes
     artifact                    ONNX tracing settings, sessions, the metadata contract
     decode                      backends (torch, onnxruntime, X3 graphs) and searches
     export | bpu                the ONNX families | the X3 rewrite, calibration, compile
-    evaluate | rknn             CER, reports, artifact comparisons | the RK3588 compile and simulator
-                                (rknn-toolkit2 run as a program in its own environment)
-    demo | report | bench       the embedded corpus and trainer, reports, the benchmarks (speed per
+    evaluate                    CER, reports, artifact comparisons, the compute engine
+    rknn | demo | report | bench  the RK3588 compile, simulator and budget search (rknn-toolkit2 run as a
+                                program in its own environment; on evaluate's engine), the embedded
+                                corpus and trainer, reports, the benchmarks (speed per
     | bench_scale | bench_moe   backend; the evaluation's scale over Dask workers; dense vs sparse MoE;
     | bench_search              an artifact evaluation's time per decoding phase)
 """
@@ -30,6 +31,6 @@ LAYERS = {
     "artifact": 5,
     "decode": 6,
     "export": 7, "bpu": 7,
-    "evaluate": 8, "rknn": 8,
-    "demo": 9, "report": 9, "bench": 9, "bench_scale": 9, "bench_moe": 9, "bench_search": 9,
+    "evaluate": 8,
+    "rknn": 9, "demo": 9, "report": 9, "bench": 9, "bench_scale": 9, "bench_moe": 9, "bench_search": 9,
 }

@@ -81,12 +81,12 @@ def warm_up() -> None:
     from .evaluate import shards  # noqa: F401
 
 
-def evaluations(workspace: Path, threads: int) -> List[Tuple[str, object, Optional[str]]]:
-    """(label, packed backend, the artifact's context or None for the reference) of everything timed."""
+def evaluations(workspace: Path, threads: int) -> Iterator[Tuple[str, object, Optional[str]]]:
+    """(label, packed backend, the artifact's context or None for the reference) of everything timed,
+    packed one at a time (as the stages do: one artifact's bytes in memory at once)."""
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     model_dir = workspace / params["model"]["dir"]
-    out: List[Tuple[str, object, Optional[str]]] = [("pytorch reference", pack_backend(model_artifact(model_dir),
-                                                                                        model_dir, threads), None)]
+    yield "pytorch reference", pack_backend(model_artifact(model_dir), model_dir, threads), None
     for folder in (EXPORT, BPU, COMPILE):
         try:
             manifest = read_manifest(workspace / folder)
@@ -94,8 +94,7 @@ def evaluations(workspace: Path, threads: int) -> List[Tuple[str, object, Option
             continue
         for name, artifact in manifest.artifacts.items():
             if artifact.runnable:
-                out.append((name, pack_backend(artifact, manifest.folder, threads), name))
-    return out
+                yield name, pack_backend(artifact, manifest.folder, threads), name
 
 
 Measured = Dict[str, Tuple[float, float, int]]  # label -> (seconds, audio seconds, utterances)

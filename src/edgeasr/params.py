@@ -115,6 +115,8 @@ RULES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "bpu.cosine_samples": _int_at_least(1),
     "bpu.sensitivity_utts": _int_at_least(0),
     "bpu.max_cer_delta": ((lambda v: v is None or (_is_number(v) and v >= 0)), "null or a number >= 0"),
+    "rknn.sensitivity_utts": _int_at_least(0),
+    "rknn.max_cer_delta": ((lambda v: v is None or (_is_number(v) and v >= 0)), "null or a number >= 0"),
     "model.train.time_budget_s": _number_in(0.0, 1e9),
     "model.train.threads": _int_at_least(1),
     "model.train.batch_frames": _int_at_least(1),

@@ -18,7 +18,7 @@ STAGE_TARGETS: Dict[str, Tuple[str, ...]] = {
     "export_bpu": ("x3",),
     "calibrate": ("x3",),
     "eval_bpu": ("x3",),
-    "dev_reference": ("x3",),
+    "dev_reference": ("x3", "rk3588"),
     "bpu_config": ("x3",),
     "compile": ("x3",),
     "eval_quant": ("x3",),

@@ -13,7 +13,7 @@ serial one.
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -91,11 +91,13 @@ def write_hyps(path: Path, reference: ReferenceSet, context: str, hyps: Sequence
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
-def targets(manifest: Manifest, threads: int, openers: Mapping[str, Opener]) -> Dict[str, PackedBackend]:
-    """Each runnable artifact packed for the engine; those of `openers` (backends of a higher layer:
-    the RK3588 simulator) carry their opener, so each worker opens them itself."""
-    return {name: pack_backend(artifact, manifest.folder, threads, openers.get(artifact.backend))
-            for name, artifact in manifest.artifacts.items() if artifact.runnable}
+def targets(manifest: Manifest, threads: int, openers: Mapping[str, Opener]) -> Iterator[Tuple[str, PackedBackend]]:
+    """Each runnable artifact packed for the engine, one at a time (at the 110M preset each is ~400 MB
+    of bytes); those of `openers` (backends of a higher layer: the RK3588 simulator) carry their
+    opener, so each worker opens them itself."""
+    for name, artifact in manifest.artifacts.items():
+        if artifact.runnable:
+            yield name, pack_backend(artifact, manifest.folder, threads, openers.get(artifact.backend))
 
 
 def evaluate_manifest(manifest: Manifest, reference_dir: Path, test_sets: Mapping[str, str], search: Any,
@@ -110,20 +112,20 @@ def evaluate_manifest(manifest: Manifest, reference_dir: Path, test_sets: Mappin
     not_runnable = {name: a.reason for name, a in manifest.artifacts.items() if not a.runnable}
     if not_runnable:
         metrics["not_evaluated"] = not_runnable
-    runnable = targets(manifest, search.threads, openers or {})
-    for set_name, data_list in test_sets.items():
-        utterances = reference_utterances(reference_dir, set_name, data_list, search.max_utts)
-        reference = read_reference(reference_dir, set_name)
-        results: Dict[str, object] = {}
-        for name, packed in runnable.items():
-            artifact = manifest.artifacts[name]
-            recognizer = artifact.backend == "sherpa_onnx"
-            opts = None if recognizer else artifact_options(artifact, contexts)
+    sets = {name: (reference_utterances(reference_dir, name, data_list, search.max_utts),
+                   read_reference(reference_dir, name)) for name, data_list in test_sets.items()}
+    for set_name in sets:
+        metrics[set_name] = {}
+    # NOTE: artifact by artifact, every set of one before the next: one artifact's bytes in memory
+    # and on the workers at a time, sent once for all sets.
+    for name, packed in targets(manifest, search.threads, openers or {}):
+        artifact = manifest.artifacts[name]
+        opts = None if artifact.backend == "sherpa_onnx" else artifact_options(artifact, contexts)
+        for set_name, (utterances, reference) in sets.items():
             if opts is not None:
                 reference.check_context(artifact.context, opts)
             log_probs = reference.log_probs(artifact.context) if artifact.frames_align and opts else None
             decoded = decode_sharded(engine, cache, packed, utterances, opts, tokens, name, log_probs)
-            results[name] = artifact_result(artifact, decoded, reference, opts)
+            metrics[set_name][name] = artifact_result(artifact, decoded, reference, opts)
             write_hyps(hyps_dir / set_name / f"{name}.jsonl", reference, artifact.context, decoded.hyps)
-        metrics[set_name] = results
     return metrics

@@ -127,6 +127,14 @@ class ReferenceSet:
                              [f"modes {sorted(missing)} not decoded"])
             raise EdgeAsrError(f"{self.folder / INFO}: {context}: {what}; rerun `dvc repro`")
 
+    def head(self, count: int) -> "ReferenceSet":
+        """The first `count` utterances of the set (0: all of them), e.g. a study's share of the dev
+        reference two targets decode once."""
+        if count < 0:
+            raise ValueError(f"head({count})")
+        keep = len(self.keys) if count == 0 else count
+        return ReferenceSet(self.folder, self.name, self.keys[:keep], self.hyps[:keep], self.contexts)
+
     def check_utterances(self, keys: Sequence[str]) -> None:
         keys = list(keys)
         if keys != self.keys:

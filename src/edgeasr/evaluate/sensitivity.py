@@ -26,12 +26,12 @@ from ..decode import DecodeOptions, ctc_greedy_search, stream_encode
 from ..decode.bpu_backend import OnnxBpuBackend
 from ..errors import EdgeAsrError
 from ..frontend.datalist import Utterance
-from ..frontend.dataset import PreparedUtterance
+from ..frontend.dataset import PreparedUtterance, load_utterances
 from ..frontend.tokens import detokenize, id_to_token
 from ..similarity import PooledCosine
 from .cer import score
 from .engine import Engine
-from .reference import ReferenceSet, load_reference_utterances, read_reference, reference_symbols
+from .reference import ReferenceSet, read_info, read_reference, reference_symbols
 from .shards import audio_payload, prepare_payload
 
 DEV_SET = "dev"  # the set name of the dev reference (stages/dev_reference.py)
@@ -256,14 +256,15 @@ def float_set_cost(graphs: Mapping[str, QuantGraph], float_groups: Sequence[str]
             "share_of_bpu_macs": round(moved_macs / max(total, 1), 4)}
 
 
-def study_settings(dev_list: Optional[str], sensitivity_utts: int, max_cer_delta: Optional[float]
-                   ) -> Optional[Tuple[Path, int]]:
+def study_settings(dev_list: Optional[str], sensitivity_utts: int, max_cer_delta: Optional[float],
+                   section: str = "bpu") -> Optional[Tuple[Path, int]]:
     """(dev list, utterances) for the study, or None when it is off (no dev list, or
-    bpu.sensitivity_utts 0); a budget without development utterances is refused before any work."""
+    <section>.sensitivity_utts 0); a budget without development utterances is refused before any work.
+    section: the target's params section (bpu: the X3, rknn: the RK3588)."""
     enabled = dev_list is not None and sensitivity_utts > 0
     if max_cer_delta is not None and not enabled:
-        raise EdgeAsrError(f"bpu.max_cer_delta={max_cer_delta}: the float-set search needs development utterances "
-                           f"(data.dev_list={dev_list}, bpu.sensitivity_utts={sensitivity_utts})")
+        raise EdgeAsrError(f"{section}.max_cer_delta={max_cer_delta}: the float-set search needs development utterances "
+                           f"(data.dev_list={dev_list}, {section}.sensitivity_utts={sensitivity_utts})")
     return (Path(dev_list), sensitivity_utts) if enabled else None
 
 
@@ -272,10 +273,11 @@ def dev_scorer(reference_dir: Path, dev_list: Path, max_utts: int, float_encoder
     """The dev utterances (eval's data policy) with PyTorch's reference hypotheses (dev_reference), and
     the float X3 graphs streamed at their own chunk and left chunks."""
     geometry = OnnxBpuBackend(float_encoder, float_ctc, "exact", threads)  # its chunk and left chunks
-    prepared = load_reference_utterances(reference_dir, DEV_SET, str(dev_list), max_utts)
+    prepared = load_utterances(dev_list, max_utts, int(read_info(reference_dir)["min_frames"])).utterances
     scorer = DevScorer(prepared, geometry.chunk_size, geometry.num_left_chunks,
                        id_to_token(reference_symbols(reference_dir)), threads)
-    scorer.prime(read_reference(reference_dir, DEV_SET), float_encoder, float_ctc)
+    # NOTE: the dev reference may hold more utterances (the RK3588's study asked for more): the first ones
+    scorer.prime(read_reference(reference_dir, DEV_SET).head(len(prepared)), float_encoder, float_ctc)
     return scorer
 
 

@@ -63,21 +63,31 @@ def pack_backend(artifact: Artifact, folder: Path, threads: int, opener: Optiona
 
 
 _OPENED: Dict[str, Tuple[Runnable, Optional[Runnable]]] = {}  # per process: digest -> (backend, float graphs)
+_HELD: Dict[Tuple[str, str], Tuple[str, ExitStack]] = {}  # (folder, files) -> (digest, what it holds)
 _STACK = ExitStack()  # what opened backends hold (sessions, temp folders, simulator processes)
 atexit.register(_STACK.close)  # released when the process ends, the last opened first
 
 
 def opened(packed: PackedBackend) -> Tuple[Runnable, Optional[Runnable]]:
-    """The packed backend and its float graphs, opened once per process from a private copy of its files."""
+    """The packed backend and its float graphs, opened once per process from a private copy of its files.
+    One backend per set of files stays open: the same files with other options (the RK3588 budget
+    search's candidates, each a simulator process) close the one before."""
     if packed.digest not in _OPENED:
-        root = Path(_STACK.enter_context(tempfile.TemporaryDirectory(prefix="edgeasr-backend-")))
+        slot = (packed.folder, json.dumps(dict(packed.artifact.files), sort_keys=True))
+        if slot in _HELD:
+            digest, held = _HELD.pop(slot)
+            del _OPENED[digest]
+            held.close()
+        stack = _STACK.enter_context(ExitStack())
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeasr-backend-")))
         for name, data in packed.blobs.items():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_bytes(data)
         folder = root / packed.folder
         openers = {packed.artifact.backend: packed.opener} if packed.opener else None
-        _OPENED[packed.digest] = (open_backend(packed.artifact, folder, packed.threads, _STACK, openers),
+        _OPENED[packed.digest] = (open_backend(packed.artifact, folder, packed.threads, stack, openers),
                                   float_graphs(packed.artifact, folder, packed.threads))
+        _HELD[slot] = (packed.digest, stack)
     return _OPENED[packed.digest]
 
 

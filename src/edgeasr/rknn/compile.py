@@ -9,19 +9,22 @@ each op of each build runs (NPU or CPU).
     <out>/<graph>.rknn           the compiled model, what the board's runtime loads
     <out>/<graph>.build.log      the toolkit's verbose build log (layer table: op, NPU/CPU)
     <out>/<graph>.analysis/      accuracy_analysis on the first calibration sample (error_analysis.txt)
+    <out>/<graph>.tensors.json   with rknn.max_cer_delta: the tensors hybrid quantization can keep in
+                                 float16 (rknn.hybrid), and the search's candidate builds in the
+                                 simulator logs of <out>/budget/
 """
 
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..artifact.manifest import CTC_MODES, Artifact
 from ..bpu.int8_groups import node_group
 from .dataset import first_sample, listed_samples, write_dataset
 from .export import GRAPH
 from .reports import parse_accuracy, parse_layer_table
-from .toolkit import TOOLKIT_REQUIREMENTS, rknn_config, run_build
+from .toolkit import TOOLKIT_REQUIREMENTS, rknn_config, run_worker
 
 ARTIFACT = "rk3588_int8"  # the manifest entry of the compiled models
 # NOTE: rknn-toolkit2 2.5.0's simulator runs only a model built in its own session ("RKNN model that
@@ -41,20 +44,27 @@ def analysis_file(out: Path, model: str) -> Path:
     return out / f"{model}.analysis" / "error_analysis.txt"
 
 
-def build_model(python: Path, rknn: Mapping[str, Any], model: str, graph: Path, calibration: Mapping[str, Any],
-                out: Path) -> Tuple[Dict[str, Any], List[Dict[str, object]], List[Dict[str, object]]]:
-    """Build one graph; returns (its metrics, its accuracy rows, its op rows). calibration: the
-    calibrate section (data_list, max_samples, seed)."""
-    dataset, manifest = write_dataset(graph, model, Path(calibration["data_list"]), int(calibration["max_samples"]),
+def calibrate_rknn(graph: Path, calibration: Mapping[str, Any], out: Path) -> Tuple[Path, int]:
+    """The calibration samples of `graph` under out/dataset -> (the list file, samples written).
+    calibration: the calibrate section (data_list, max_samples, seed)."""
+    dataset, manifest = write_dataset(graph, GRAPH, Path(calibration["data_list"]), int(calibration["max_samples"]),
                                       int(calibration["seed"]), out / "dataset")
-    samples = manifest["utterances_used"]
+    return dataset, int(manifest["utterances_used"])
+
+
+def build_model(python: Path, rknn: Mapping[str, Any], model: str, graph: Path, dataset: Path, samples: int,
+                out: Path, float16_tensors: Sequence[str] = ()
+                ) -> Tuple[Dict[str, Any], List[Dict[str, object]], List[Dict[str, object]]]:
+    """Build one graph (INT8; with hybrid quantization when `float16_tensors` names any); returns
+    (its metrics, its accuracy rows, its op rows)."""
     job = {"config": rknn_config(rknn), "models": {model: {
         "onnx": str(graph.resolve()), "dataset": str(dataset.resolve()), "rknn": str(rknn_path(out, model).resolve()),
+        "float16_tensors": list(float16_tensors),
         "analysis_inputs": [str(Path(p).resolve()) for p in first_sample(dataset)],
         "analysis_dir": str(analysis_file(out, model).parent.resolve())}}}
     start = time.monotonic()
     log = out / f"{model}.build.log"
-    ops = parse_layer_table(run_build(python, job, out / f"{model}.build.json", log), log)
+    ops = parse_layer_table(run_worker(python, "build", job, out / f"{model}.build.json", log), log)
     seconds = time.monotonic() - start
     accuracy = parse_accuracy(analysis_file(out, model).read_text(encoding="utf-8"), analysis_file(out, model))
     for row in accuracy:  # NOTE: the toolkit keeps ONNX tensor names, whose scope is their node's
@@ -64,6 +74,7 @@ def build_model(python: Path, rknn: Mapping[str, Any], model: str, graph: Path, 
     worst = sorted(accuracy, key=lambda r: float(r["single_cos"]))[:WORST_LAYERS]
     metrics = {
         "calibration_samples": samples,
+        "float16_tensors": len(float16_tensors),  # hybrid quantization: layer outputs kept in float16
         "build_seconds": round(seconds, 1),  # build + export + accuracy analysis, toolkit start included
         "rknn_bytes": rknn_path(out, model).stat().st_size,
         "ops": len(compute),
@@ -75,16 +86,19 @@ def build_model(python: Path, rknn: Mapping[str, Any], model: str, graph: Path, 
     return metrics, accuracy, ops
 
 
-def compile_rknn(python: Path, rknn: Mapping[str, Any], graph: Path, calibration: Mapping[str, Any],
-                 out: Path) -> Tuple[Dict[str, Any], List[Dict[str, object]], List[Dict[str, object]]]:
+def compile_rknn(python: Path, rknn: Mapping[str, Any], graph: Path, dataset: Path, samples: int, out: Path,
+                 float16_tensors: Sequence[str] = ()
+                 ) -> Tuple[Dict[str, Any], List[Dict[str, object]], List[Dict[str, object]]]:
     """Build the graph; returns (metrics, accuracy rows, op rows), rows tagged with their graph."""
     metrics: Dict[str, Any] = {"target": rknn["name"], "config": rknn_config(rknn)}
-    metrics[GRAPH], accuracy, ops = build_model(python, rknn, GRAPH, graph, calibration, out)
+    metrics[GRAPH], accuracy, ops = build_model(python, rknn, GRAPH, graph, dataset, samples, out, float16_tensors)
     return metrics, [{"graph": GRAPH, **row} for row in accuracy], [{"graph": GRAPH, **row} for row in ops]
 
 
-def rknn_artifacts(out: Path, rknn: Mapping[str, Any], graph: Path) -> Dict[str, Artifact]:
-    """exp/rknn's manifest entry: the .rknn file, and what the simulator rebuilds it from."""
+def rknn_artifacts(out: Path, rknn: Mapping[str, Any], graph: Path,
+                   float16: Optional[Mapping[str, Sequence[str]]] = None) -> Dict[str, Artifact]:
+    """exp/rknn's manifest entry: the .rknn file, and what the simulator rebuilds it from (with
+    hybrid quantization: the float16 groups and their tensors, {group: tensors})."""
     def rel(path: Path) -> str:
         return os.path.relpath(path, out)
 
@@ -94,7 +108,10 @@ def rknn_artifacts(out: Path, rknn: Mapping[str, Any], graph: Path) -> Dict[str,
     # rebuilds from them (the engine ships an artifact's files, and the manifest checks them).
     for index, sample in enumerate(listed_samples(dataset)):
         files[f"{GRAPH}_sample_{index}"] = rel(sample)
+    kept = f", {', '.join(float16)} in float16 (hybrid quantization)" if float16 else ""
+    options = {"config": rknn_config(rknn), "speed": "simulator"}
+    if float16:
+        options.update(float16_groups=list(float16), float16_tensors=[t for ts in float16.values() for t in ts])
     return {ARTIFACT: Artifact("rknn_simulator", files, "streaming", CTC_MODES, True,
-                               f"{TOOLKIT_REQUIREMENTS[0]} INT8 for the {rknn['name']}; evaluated in {SIMULATED}",
-                               options={"config": rknn_config(rknn), "speed": "simulator"},
-                               cosine_to={GRAPH: rel(graph)})}
+                               f"{TOOLKIT_REQUIREMENTS[0]} INT8{kept} for the {rknn['name']}; evaluated in {SIMULATED}",
+                               options=options, cosine_to={GRAPH: rel(graph)})}

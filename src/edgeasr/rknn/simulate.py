@@ -27,10 +27,12 @@ from .toolkit import Simulator, find_python
 
 
 def simulator_job(artifact: Artifact, folder: Path) -> Dict[str, Any]:
-    """The serve job: the graph with the dataset list it was compiled from (absolute paths)."""
+    """The serve job: the graph with the dataset list it was compiled from (absolute paths), and the
+    tensors hybrid quantization keeps in float16 (none: all INT8)."""
     return {"config": dict(artifact.options["config"]), "models": {
         GRAPH: {"onnx": str(artifact.path(folder, f"{GRAPH}_onnx").resolve()),
-                "dataset": str(artifact.path(folder, f"{GRAPH}_dataset").resolve())}}}
+                "dataset": str(artifact.path(folder, f"{GRAPH}_dataset").resolve()),
+                "float16_tensors": list(artifact.options.get("float16_tensors", []))}}}
 
 
 def open_simulated(python: str, log_dir: str, artifact: Artifact, folder: Path, threads: int,

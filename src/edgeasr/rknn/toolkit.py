@@ -75,17 +75,18 @@ def _tail(log: Path) -> str:
     return lines[-1].strip() if lines else "(empty log)"
 
 
-def run_build(python: Path, job: Dict[str, Any], job_path: Path, log: Path) -> str:
-    """Run `worker.py build` on `job` (written to job_path; its paths absolute); the toolkit's output
-    goes to `log`, whose text is returned. A failure stops with the log's last line."""
+def run_worker(python: Path, command: str, job: Dict[str, Any], job_path: Path, log: Path) -> str:
+    """Run `worker.py COMMAND` (build | tensors) on `job` (written to job_path; its paths absolute);
+    the toolkit's output goes to `log`, whose text is returned. A failure stops with the log's last line."""
     job_path.write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
-    # NOTE: the toolkit writes check*.onnx files into its working directory: a scratch one.
+    # NOTE: the toolkit writes check*.onnx and hybrid quantization's step-1 files into its working
+    # directory: a scratch one.
     with open(log, "w", encoding="utf-8") as out, tempfile.TemporaryDirectory(prefix="edgeasr-rknn-") as scratch:
         try:
-            subprocess.run([str(python), str(WORKER), "build", str(job_path.resolve())], stdout=out,
+            subprocess.run([str(python), str(WORKER), command, str(job_path.resolve())], stdout=out,
                            stderr=subprocess.STDOUT, check=True, cwd=scratch)
         except subprocess.CalledProcessError as exc:
-            raise EdgeAsrError(f"{log}: rknn-toolkit2 build exited {exc.returncode}: {_tail(log)}") from None
+            raise EdgeAsrError(f"{log}: rknn-toolkit2 {command} exited {exc.returncode}: {_tail(log)}") from None
     return log.read_text(encoding="utf-8", errors="replace")
 
 
