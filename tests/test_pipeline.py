@@ -82,13 +82,14 @@ def test_second_repro_runs_nothing(repo):
         # the gpu graphs hold the top-K and the rescoring weights
         ("compare.ctc_weight=0.4", {"eval_torch", "export", "eval_onnx", "eval_bpu", "eval_quant", "eval_rknn",
                                     "summary"}),
-        # the RK3588's stages write their note again: the same note, so compile_rknn does not follow
+        # the RK3588's stages write their note again (compile_rknn: dev_reference, its budget search's
+        # reference, is a dep)
         ("streaming.chunk_size=4", {"eval_torch", "dev_reference", "export", "eval_onnx", "summary"} | X3
-         | {"export_rknn", "eval_rknn"}),
+         | {"export_rknn", "compile_rknn", "eval_rknn"}),
         ("streaming.num_decoding_left_chunks=2", {"eval_torch", "dev_reference", "export", "eval_onnx", "summary"}
-         | X3 | {"export_rknn", "eval_rknn"}),
+         | X3 | {"export_rknn", "compile_rknn", "eval_rknn"}),
         # the study's dev reference and its table; the quantized graphs are the same files
-        ("bpu.sensitivity_utts=2", {"dev_reference", "compile"}),
+        ("bpu.sensitivity_utts=2", {"dev_reference", "compile", "compile_rknn"}),
         ("export.opset=14", {"export", "eval_onnx", "summary"}),
         ("bpu.layer_norm_on_bpu=true", X3 | {"summary"}),
         ("calibrate.max_samples=2", {"calibrate", "compile", "eval_quant", "compile_rknn", "summary"}),
@@ -99,7 +100,7 @@ def test_second_repro_runs_nothing(repo):
         ("bpu.float_islands=false", {"bpu_config", "compile", "eval_quant", "summary"}),
         ("bpu.run_on_cpu=[{op:Conv,scope:'^/embed/conv/conv\\.0/'}]",
          {"bpu_config", "compile", "eval_quant", "summary"}),
-        ("model=demo_moe", ALL - {"synth", "compile_rknn"}),  # compile_rknn: the same note from the same inputs
+        ("model=demo_moe", ALL - {"synth"}),
         ("data.synth.seed=7", ALL),
     ],
 )
