@@ -87,6 +87,85 @@ def test_two_local_workers_give_the_serial_result_bit_for_bit(setup, serial, tmp
     assert serial[0]["test"]["utterances"] == UTTS
 
 
+def shared_size(task: int, shared: bytes) -> int:
+    return task + len(shared)
+
+
+def held_bytes(dask_worker) -> list:
+    return sorted(value for value in dask_worker.data.values() if isinstance(value, bytes))
+
+
+def test_one_artifact_on_the_workers_at_a_time():
+    """A run with another digest drops the data the run before sent: at the 110M preset every artifact
+    kept on every worker (ten ~400 MB graphs) held ~6 GB per worker."""
+    got = {}
+    with Engine(settings(2)) as engine:
+        engine.run(shared_size, [(i, i) for i in range(4)], b"a" * 10, "digest-a", got.__setitem__)
+        assert b"a" * 10 in sum(engine.client.run(held_bytes).values(), [])
+        engine.run(shared_size, [(i, i) for i in range(4)], b"b" * 20, "digest-b", got.__setitem__)
+        deadline = time.monotonic() + 20  # the scheduler forgets released data asynchronously
+        while b"a" * 10 in sum(engine.client.run(held_bytes).values(), []):
+            assert time.monotonic() < deadline, "the first run's data is still on a worker after 20 s"
+            time.sleep(0.2)
+        assert b"b" * 20 in sum(engine.client.run(held_bytes).values(), [])
+    assert got == {i: i + 20 for i in range(4)}
+
+
+def test_the_artifact_stays_on_every_worker_between_runs():
+    """Dask's active memory manager drops broadcast replicas within seconds of no task waiting on them,
+    and the scheduler then sends every shard of a 400 MB artifact to the one worker left holding it (the
+    110M preset's reference ran at 1.0x on 2 workers): between two runs of one artifact (two test sets, two
+    contexts) both workers keep it."""
+    got = {}
+    with Engine(settings(2)) as engine:
+        engine.run(shared_size, [(i, i) for i in range(4)], b"c" * 30, "digest-c", got.__setitem__)
+        time.sleep(4)  # twice the manager's default interval (distributed.scheduler.active-memory-manager)
+        held = engine.client.run(held_bytes)
+    assert len(held) == 2 and all(b"c" * 30 in values for values in held.values())
+
+
+def malloc_trim_variable(task: int, shared: bytes):
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_tasks_run_without_the_nannys_malloc_trim_cap():
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (glibc then maps every temporary
+    above 128 KiB anew: eager PyTorch 24-30 % slower); the engine's tasks undo it and drop the variable."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        assert set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == {"65536"}
+    got = {}
+    with Engine(settings(2)) as engine:
+        engine.run(malloc_trim_variable, [(i, i) for i in range(4)], b"", "digest", got.__setitem__)
+    assert got == {i: None for i in range(4)}
+
+
+def test_a_process_keeps_a_bounded_number_of_backends_open(setup, tmp_path, monkeypatch):
+    """Opening a third packed backend closes the least recently used one (its sessions and files)."""
+    import shutil
+    import tempfile
+
+    from edgeasr.evaluate.backends import model_artifact
+
+    _, model_dir = setup
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))  # where opened() copies each backend's files
+    packs = []
+    for i in range(shards_module.MAX_OPEN_BACKENDS + 1):
+        copy = shutil.copytree(model_dir, tmp_path / f"model{i}")
+        packs.append(shards_module.pack_backend(model_artifact(copy), copy, 1))
+    for packed in packs:
+        shards_module.opened(packed)
+    digests = [p.digest for p in packs]
+    assert list(shards_module._OPENED) == digests[1:]
+    shards_module.opened(packs[1])  # used again: now the most recent, packs[2] is next to go
+    assert list(shards_module._OPENED) == [digests[2], digests[1]]
+    assert len(list(private.glob("edgeasr-backend-*"))) == shards_module.MAX_OPEN_BACKENDS  # packs[0]'s removed
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,19 +1,21 @@
 """Benchmark of scale: how fast the evaluation runs on 1 and 2 local workers and on a 2-worker loopback
 Dask cluster, and what that projects for a real test set. A table, never an assertion.
 
-    python -m edgeasr.bench_scale [WORKSPACE] [--utts 40] [--hours 10]
+    python -m edgeasr.bench_scale [WORKSPACE] [--utts 80] [--shards 20] [--hours 10] [--only cpu 'pytorch reference']
 
 In a workspace where `dvc repro` has run (any preset: the x3_110m one is the seed's scale), decodes
 the first `--utts` utterances of the first test set exactly as the stages do (the PyTorch reference in
 both contexts, then every runnable artifact of exp/export, exp/bpu and exp/compile, all through
 `evaluate.shards` on the engine, no shard cache) and prints, per engine and evaluation, utterances/s
 and audio-seconds/s, the scaling efficiency against serial, and the projected wall time of one
-configuration's evaluations and of a 3 x 3 sweep for `--hours` of audio. Every engine runs the
-evaluations twice: the second pass is the steady state (each worker already holds each artifact),
-the difference is the fixed cost an evaluation pays once per engine (sending and opening a
-110M-parameter artifact), kept apart so the projection charges it once, not per utterance. Fixed costs (export,
-calibrate, compile) do not grow with the test set and are not in the projection; the stages'
-`resources:` lines give them.
+configuration's evaluations and of a 3 x 3 sweep for `--hours` of audio. Evaluations run as a stage
+runs them, one artifact on the workers at a time: each is decoded twice in a row, the second time is
+the steady state (each worker already holds the artifact), the difference the fixed cost an evaluation
+pays once (sending and opening a 110M-parameter artifact), kept apart so the projection charges it
+once, not per utterance. Fixed costs (export, calibrate, compile) do not grow with the test set and are
+not in the projection; the stages' `resources:` lines give them. Each evaluation is cut into `--shards`
+shards: a 10-hour set has hundreds, so the wait for its last one is nothing there, while 8 shards on 2
+workers idle one worker for up to a quarter of the wall (what this bench measured before).
 """
 
 import argparse
@@ -26,7 +28,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
 from omegaconf import OmegaConf
@@ -100,8 +102,10 @@ def evaluations(workspace: Path, threads: int) -> Iterator[Tuple[str, object, Op
 Measured = Dict[str, Tuple[float, float, int]]  # label -> (seconds, audio seconds, utterances)
 
 
-def measure(engine: Engine, workspace: Path, utts: int) -> Measured:
-    """label -> (seconds, audio seconds, utterances) of each evaluation on this engine."""
+def measure(engine: Engine, workspace: Path, utts: int, only: Sequence[str] = ()) -> Tuple[Measured, Measured]:
+    """(first, second) decoding of each evaluation on this engine (those labelled in `only`, else all),
+    label -> (seconds, audio seconds, utterances): the first pays sending and opening the artifact, the
+    second is the steady state."""
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     name, data_list = next(iter(params["data"]["test_sets"].items()))
     reference_dir = workspace / EVAL_TORCH
@@ -115,26 +119,31 @@ def measure(engine: Engine, workspace: Path, utts: int) -> Measured:
                            f"--utts {utts} asks for {len(scanned)} (compare.max_utts limits it)")
     cache = ShardCache(None, "bench")
     audio = sum(s.seconds for s in found)
-    result: Dict[str, Tuple[float, float, int]] = {}
+    first: Measured = {}
+    second: Measured = {}
     for label, packed, artifact_name in evaluations(workspace, int(params["compare"]["threads"])):
-        start = time.perf_counter()
-        if artifact_name is None:
-            for opts in contexts.values():
-                decode_sharded(engine, cache, packed, scanned, opts, tokens, label, log_prob_sink=lambda i, a: None)
-        else:
-            artifact = packed.artifact
-            opts = None if artifact.backend == "sherpa_onnx" else artifact_options(artifact, contexts)
-            log_probs = reference.log_probs(artifact.context) if artifact.frames_align and opts else None
-            decode_sharded(engine, cache, packed, scanned, opts, tokens, label,
-                           (lambda i: log_probs(i)) if log_probs else None)
-        result[label] = (time.perf_counter() - start, audio, len(scanned))
-    return result
+        if only and label not in only:
+            continue
+        for result in (first, second):
+            start = time.perf_counter()
+            if artifact_name is None:
+                for opts in contexts.values():
+                    decode_sharded(engine, cache, packed, scanned, opts, tokens, label,
+                                   log_prob_sink=lambda i, a: None)
+            else:
+                artifact = packed.artifact
+                opts = None if artifact.backend == "sherpa_onnx" else artifact_options(artifact, contexts)
+                log_probs = reference.log_probs(artifact.context) if artifact.frames_align and opts else None
+                decode_sharded(engine, cache, packed, scanned, opts, tokens, label,
+                               (lambda i: log_probs(i)) if log_probs else None)
+            result[label] = (time.perf_counter() - start, audio, len(scanned))
+    return first, second
 
 
 def table(runs: Dict[str, Tuple[Measured, Measured]], hours: float) -> str:
-    """runs: engine -> (first pass, second pass) over the same utterances. The second pass is the
-    steady state (every worker already holds every artifact); the difference is the fixed cost an
-    evaluation pays once per engine (sending and opening its artifact), which a 10-hour set amortizes."""
+    """runs: engine -> (first, second decoding of each evaluation) over the same utterances. The second
+    is the steady state (every worker already holds the artifact); the difference is the fixed cost an
+    evaluation pays once (sending and opening its artifact), which a 10-hour set amortizes."""
     serial_cold, serial = runs["serial (1 worker)"]
     lines = [f"| evaluation | {' | '.join(f'{e}: utt/s, audio s/s, fixed s' for e in runs)} | efficiency, 2 workers |",
              "|---|" + "---|" * (len(runs) + 1)]
@@ -157,31 +166,28 @@ def table(runs: Dict[str, Tuple[Measured, Measured]], hours: float) -> str:
     return "\n".join(lines)
 
 
-def passes(engine: Engine, workspace: Path, utts: int) -> Tuple[Measured, Measured]:
-    """The same evaluations twice on one engine: (first pass, steady-state second pass)."""
-    return measure(engine, workspace, utts), measure(engine, workspace, utts)
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workspace", nargs="?", default=".", type=Path)
-    parser.add_argument("--utts", type=int, default=40)
+    parser.add_argument("--utts", type=int, default=80)
+    parser.add_argument("--shards", type=int, default=20, help="shards per evaluation")
     parser.add_argument("--hours", type=float, default=10.0)
+    parser.add_argument("--only", nargs="+", default=(), help="evaluations to time, by label (default: all)")
     args = parser.parse_args(argv)
     runs: Dict[str, Tuple[Measured, Measured]] = {}
-    shard = max(1, args.utts // 8)
+    shard = max(1, -(-args.utts // args.shards))
     with tempfile.TemporaryDirectory():
         with Engine(ComputeSettings("local", 1, None, shard, None)) as engine:
-            runs["serial (1 worker)"] = passes(engine, args.workspace, args.utts)
+            runs["serial (1 worker)"] = measure(engine, args.workspace, args.utts, args.only)
         with Engine(ComputeSettings("local", 2, None, shard, None)) as engine:
             engine.start()  # the cluster's start-up and the workers' imports are not the evaluation's
             engine.client.run(warm_up)
-            runs["2 local workers"] = passes(engine, args.workspace, args.utts)
+            runs["2 local workers"] = measure(engine, args.workspace, args.utts, args.only)
         with loopback_cluster(2) as address, Engine(ComputeSettings("cluster", 0, address, shard, None)) as engine:
             engine.start()
             wait_for_workers(engine, 2)
             engine.client.run(warm_up)
-            runs["2-worker loopback cluster"] = passes(engine, args.workspace, args.utts)
+            runs["2-worker loopback cluster"] = measure(engine, args.workspace, args.utts, args.only)
     print(f"workspace {args.workspace}, {args.utts} utterances, shards of {shard}, {os.cpu_count()} cores")
     print(table(runs, args.hours))
 

@@ -14,6 +14,7 @@ import json
 import tempfile
 import time
 import zipfile
+from collections import OrderedDict
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,22 +63,24 @@ def pack_backend(artifact: Artifact, folder: Path, threads: int, opener: Optiona
     return PackedBackend(artifact, _tree(folder), blobs, threads, digest.hexdigest(), opener)
 
 
-_OPENED: Dict[str, Tuple[Runnable, Optional[Runnable]]] = {}  # per process: digest -> (backend, float graphs)
-_HELD: Dict[Tuple[str, str], Tuple[str, ExitStack]] = {}  # (folder, files) -> (digest, what it holds)
+# NOTE: at most this many backends stay open per process. Evaluations go artifact by artifact, so one
+# would do for a stage; two keep a queued sweep's experiments that share a cluster from reopening at
+# every shard. Unbounded, a worker kept every artifact of a stage open (at the 110M preset ten, with the
+# engine's copies of their bytes ~6 GB per worker, measured).
+MAX_OPEN_BACKENDS = 2
+_OPENED: "OrderedDict[str, Tuple[Runnable, Optional[Runnable], ExitStack]]" = OrderedDict()  # digest -> opened
 _STACK = ExitStack()  # what opened backends hold (sessions, temp folders, simulator processes)
 atexit.register(_STACK.close)  # released when the process ends, the last opened first
 
 
 def opened(packed: PackedBackend) -> Tuple[Runnable, Optional[Runnable]]:
-    """The packed backend and its float graphs, opened once per process from a private copy of its files.
-    One backend per set of files stays open: the same files with other options (the RK3588 budget
-    search's candidates, each a simulator process) close the one before."""
-    if packed.digest not in _OPENED:
-        slot = (packed.folder, json.dumps(dict(packed.artifact.files), sort_keys=True))
-        if slot in _HELD:
-            digest, held = _HELD.pop(slot)
-            del _OPENED[digest]
-            held.close()
+    """The packed backend and its float graphs, opened once per process from a private copy of its files;
+    the least recently used beyond MAX_OPEN_BACKENDS is closed (its sessions, files, simulator process)."""
+    if packed.digest in _OPENED:
+        _OPENED.move_to_end(packed.digest)
+    else:
+        while len(_OPENED) >= MAX_OPEN_BACKENDS:
+            _OPENED.popitem(last=False)[1][2].close()
         stack = _STACK.enter_context(ExitStack())
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeasr-backend-")))
         for name, data in packed.blobs.items():
@@ -86,9 +89,9 @@ def opened(packed: PackedBackend) -> Tuple[Runnable, Optional[Runnable]]:
         folder = root / packed.folder
         openers = {packed.artifact.backend: packed.opener} if packed.opener else None
         _OPENED[packed.digest] = (open_backend(packed.artifact, folder, packed.threads, stack, openers),
-                                  float_graphs(packed.artifact, folder, packed.threads))
-        _HELD[slot] = (packed.digest, stack)
-    return _OPENED[packed.digest]
+                                  float_graphs(packed.artifact, folder, packed.threads), stack)
+    backend, float_backend, _ = _OPENED[packed.digest]
+    return backend, float_backend
 
 
 @dataclass(frozen=True)
