@@ -114,7 +114,7 @@ def test_one_artifact_on_the_workers_at_a_time():
 def test_the_artifact_stays_on_every_worker_between_runs():
     """Dask's active memory manager drops broadcast replicas within seconds of no task waiting on them,
     and the scheduler then sends every shard of a 400 MB artifact to the one worker left holding it (the
-    110M preset's reference ran at 1.0x on 2 workers): between two runs of one artifact (two test sets, two
+    110M preset's evaluations ran no faster on 2 workers than on 1): between two runs of one artifact (two test sets, two
     contexts) both workers keep it."""
     got = {}
     with Engine(settings(2)) as engine:

@@ -116,8 +116,8 @@ class Engine:
             self.client = Client(self.cluster)
         # NOTE: Dask's active memory manager (on by default) drops every replica of a broadcast artifact but
         # one within seconds of no task waiting on it; the scheduler then sends each later shard of it to the
-        # one worker still holding it, rather than copy 400 MB. Measured at the 110M preset: the reference
-        # and four artifacts ran at 1.0x on 2 workers. The engine keeps one artifact on the workers at a time
+        # one worker still holding it, rather than copy 400 MB. Measured at the 110M preset, with the rest of
+        # the old engine: 2 workers no faster than 1. The engine keeps one artifact on the workers at a time
         # (`run`), so nothing needs dropping.
         self.client.amm.stop()
         workers = len(self.client.scheduler_info().get("workers", {}))
