@@ -83,19 +83,22 @@ def warm_up() -> None:
     from .evaluate import shards  # noqa: F401
 
 
-def evaluations(workspace: Path, threads: int) -> Iterator[Tuple[str, object, Optional[str]]]:
-    """(label, packed backend, the artifact's context or None for the reference) of everything timed,
-    packed one at a time (as the stages do: one artifact's bytes in memory at once)."""
+def evaluations(workspace: Path, threads: int, only: Sequence[str] = ()
+                ) -> Iterator[Tuple[str, object, Optional[str]]]:
+    """(label, packed backend, the artifact's context or None for the reference) of everything timed (those
+    labelled in `only`, else all), packed one at a time (as the stages do: one artifact's bytes in memory
+    at once); what `only` leaves out is never read."""
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     model_dir = workspace / params["model"]["dir"]
-    yield "pytorch reference", pack_backend(model_artifact(model_dir), model_dir, threads), None
+    if not only or "pytorch reference" in only:
+        yield "pytorch reference", pack_backend(model_artifact(model_dir), model_dir, threads), None
     for folder in (EXPORT, BPU, COMPILE):
         try:
             manifest = read_manifest(workspace / folder)
         except EdgeAsrError:
             continue
         for name, artifact in manifest.artifacts.items():
-            if artifact.runnable:
+            if artifact.runnable and (not only or name in only):
                 yield name, pack_backend(artifact, manifest.folder, threads), name
 
 
@@ -121,9 +124,7 @@ def measure(engine: Engine, workspace: Path, utts: int, only: Sequence[str] = ()
     audio = sum(s.seconds for s in found)
     first: Measured = {}
     second: Measured = {}
-    for label, packed, artifact_name in evaluations(workspace, int(params["compare"]["threads"])):
-        if only and label not in only:
-            continue
+    for label, packed, artifact_name in evaluations(workspace, int(params["compare"]["threads"]), only):
         for result in (first, second):
             start = time.perf_counter()
             if artifact_name is None:
