@@ -2,7 +2,10 @@
 
 import copy
 import json
+import os
+import signal
 import stat
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -81,6 +84,26 @@ ARCHITECTURES: Dict[str, Dict[str, Any]] = {
 # Variants of ARCHITECTURES that one test module builds (registered by name, e.g. by test_bpu.py's
 # bpu_arch); kept apart so that the `arch` fixture and loops over ARCHITECTURES never see them.
 VARIANTS: Dict[str, Dict[str, Any]] = {}
+
+
+def run_group(cmd: list, timeout: float, **popen: Any) -> subprocess.CompletedProcess:
+    """`cmd` in its own process group, its output captured as text; the whole group is killed at
+    `timeout` (the test then fails with the output so far) or when the test is stopped. NOTE: not
+    subprocess.run(timeout=...), which kills only the child and then waits for the output pipes that
+    its own children (Dask workers, a simulator, Chromium's renderers) still hold: forever."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            **popen)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"{' '.join(map(str, cmd))} still running after {timeout} s, killed:\n"
+                             f"{stdout[-3000:]}\n{stderr[-3000:]}") from None
+    finally:
+        if proc.poll() is None:  # the test itself was stopped (pytest-timeout, ^C)
+            os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def variant(base: str, **encoder_conf: Any) -> str:

@@ -4,10 +4,10 @@ tests/test_pipeline_runs.py: two modules, so that pytest-xdist runs them on two 
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from conftest import run_group
 from edgeasr.params import compose
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,14 +20,16 @@ ALL = {"synth", "train", "eval_torch", "dev_reference", "export", "eval_onnx", "
 # it decodes (`compute` is no stage param, so nothing reruns for it; tests/test_engine.py checks that
 # the engine's workers give the serial metrics to the last digit).
 BASE = ["experiment=tiny", "compute.workers=1"]
+RUN_TIMEOUT_S = 900  # the longest run here, the first tiny repro, takes 2-3 min on 2 busy cores
 
 
-def run(cmd, cwd: Path, path_prefix: str = "") -> str:
+def run(cmd, cwd: Path, path_prefix: str = "", timeout: float = RUN_TIMEOUT_S) -> str:
+    """`cmd` in `cwd`; its stdout + stderr. Fails on a non-zero exit, or after `timeout` seconds."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     if path_prefix:
         env["PATH"] = path_prefix + os.pathsep + env["PATH"]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = run_group(cmd, timeout, cwd=cwd, env=env)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_group
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,7 +25,7 @@ def project(tmp_path):
 
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return run_group([sys.executable, *args], 300, cwd=cwd)
 
 
 @pytest.mark.parametrize("script,args,message", [

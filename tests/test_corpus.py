@@ -4,7 +4,6 @@ number of worker processes and whatever was synthesized before."""
 import dataclasses
 import hashlib
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from conftest import run_group
 from edgeasr.demo.corpus import SPLITS, CorpusConfig, build_corpus, plan_corpus
 from edgeasr.demo.tts import Speaker, Voice
 from edgeasr.params import compose, dataclass_from
@@ -82,8 +82,8 @@ def test_the_synth_stage_writes_the_train_split_only_for_a_pipeline_that_trains(
         project.mkdir()
         shutil.copy(root / "dvc.yaml", project)
         compose(project / "params.yaml", ["experiment=tiny", f"model.train.enabled={train_enabled}"], root / "conf")
-        subprocess.run([sys.executable, str(root / "stages" / "synth.py")], cwd=project, check=True,
-                       capture_output=True)
+        proc = run_group([sys.executable, str(root / "stages" / "synth.py")], 600, cwd=project)
+        assert proc.returncode == 0, proc.stderr[-2000:]
         corpora[train_enabled] = project / "data" / "demo"
     assert [(c / "train" / "data.list").is_file() for c in corpora.values()] == [False, True]
     for split in (s for s in SPLITS if s != "train"):

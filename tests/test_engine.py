@@ -262,6 +262,21 @@ def test_an_interrupted_evaluation_resumes_from_its_cached_shards(setup, serial,
     assert not list((tmp_path / "cache").rglob("*.partial"))
 
 
+def test_closing_the_engine_is_bounded(monkeypatch, caplog):
+    """LocalCluster.close() has no limit of its own: past CLOSE_TIMEOUT_S the engine logs and goes on."""
+    from edgeasr.evaluate import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "CLOSE_TIMEOUT_S", 0.001)
+    engine = Engine(settings(2))
+    engine.start()
+    try:
+        with caplog.at_level("WARNING", logger=engine_module.__name__):
+            engine.__exit__(None, None, None)
+        assert "did not close in" in caplog.text
+    finally:
+        engine.cluster.close(timeout=60)  # what the test started
+
+
 def test_cluster_without_an_address_is_a_one_line_error(monkeypatch):
     from edgeasr.errors import EdgeAsrError
 

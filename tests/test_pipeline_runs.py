@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import write_model_dir
+from conftest import run_group, write_model_dir
 from edgeasr.params import compose
 from edgeasr.report.sweep import experiment_points
 from edgeasr.rknn.toolkit import available, find_python
-from pipeline_repo import BASE, DVC_REPRO, RKNN, ROOT, make_repo, run, stages_run
+from pipeline_repo import BASE, DVC_REPRO, RKNN, ROOT, RUN_TIMEOUT_S, make_repo, run, stages_run
 
 pytestmark = pytest.mark.pipeline
 
@@ -28,6 +28,13 @@ pytestmark = pytest.mark.pipeline
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     return make_repo(tmp_path_factory)
+
+
+def exp_show(repo: Path) -> list:
+    """`dvc exp show --json` in `repo`, parsed."""
+    proc = run_group([sys.executable, "-m", "dvc", "exp", "show", "--json"], RUN_TIMEOUT_S, cwd=repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
 
 
 def own_model_repo(repo: Path, tmp_path: Path, arch: str):
@@ -98,14 +105,13 @@ def test_own_rel_pos_noncausal_model_runs_onnx_only_with_npu_none(repo, tmp_path
     assert [p.name for p in (own / "exp" / "bpu").iterdir()] == ["README.txt"]
     summary = json.loads((own / "metrics" / "summary.json").read_text())
     assert summary["npu"] == "none" and all(v.startswith("not built") for v in summary["targets"].values())
-    shown = json.loads(subprocess.run(dvc + ["exp", "show", "--json"], cwd=own, capture_output=True, text=True,
-                                      check=True).stdout)
+    shown = exp_show(own)
     experiment = next(e for rev in shown for e in (rev.get("experiments") or []) if e.get("revs"))["revs"][0]
     metrics = experiment["data"]["metrics"]
     assert "mine" in metrics["metrics/onnx.json"]["data"] and "targets" in metrics["metrics/summary.json"]["data"]
     # The X3 chosen: it fails as the user asked for it, with the contract's one line.
     compose(own / "params.yaml", overrides + ["npu=x3"], own / "conf")
-    proc = subprocess.run(DVC_REPRO, cwd=own, capture_output=True, text=True)
+    proc = run_group(DVC_REPRO, RUN_TIMEOUT_S, cwd=own)
     assert proc.returncode != 0
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "pos_enc_layer_type" in errors[0], proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -132,8 +138,7 @@ def test_queued_sweep_reruns_only_chunk_stages(repo):
     for name in names:
         ran = stages_run(run(dvc + ["queue", "logs", name], repo))
         assert ran and not ran & {"synth", "train"}, (name, ran)
-    shown = json.loads(subprocess.run(dvc + ["exp", "show", "--json"], cwd=repo, capture_output=True, text=True,
-                                      check=True).stdout)
+    shown = exp_show(repo)
     points = experiment_points(shown, "test")
     grid = {(p["chunk_size"], p["left_chunks"]) for p in points if p["artifact"] == "quantized"}
     assert {(2, 2), (4, 2)} <= grid
@@ -153,8 +158,7 @@ def uncached_copy(repo: Path, tmp_path: Path) -> Path:
 
 def stage_by_hand(work: Path, stage: str, **popen) -> subprocess.CompletedProcess:
     """A stage script run as the README's "by hand" runs do, in `work`, with a timeout."""
-    return subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=work, capture_output=True, text=True,
-                          timeout=300, **popen)
+    return run_group([sys.executable, f"stages/{stage}.py"], 300, cwd=work, **popen)
 
 
 def only_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -277,7 +281,7 @@ def test_a_second_repro_in_the_same_workspace_is_refused(repo, tmp_path):
         while not (work / "exp" / "eval_torch.partial").exists():
             assert time.monotonic() < deadline and first.poll() is None, "the first repro never started"
             time.sleep(0.05)
-        second = subprocess.run(DVC_REPRO, cwd=work, capture_output=True, text=True, timeout=120)
+        second = run_group(DVC_REPRO, 120, cwd=work)
         # DVC's rwlock on the outputs the first run holds: "'<path>' is busy, it is being blocked by:
         # (PID ...: dvc repro ...)"; the second run stops before any stage.
         assert second.returncode != 0 and "is busy, it is being blocked by" in second.stdout + second.stderr

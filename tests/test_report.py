@@ -4,10 +4,10 @@ import html
 import json
 import re
 import shutil
-import subprocess
 
 import pytest
 
+from conftest import run_group
 from edgeasr.evaluate.summary import summary_rows
 from edgeasr.paths import BPU_METRICS, ONNX_METRICS, QUANT_METRICS, RKNN_METRICS
 from edgeasr.report.sweep import experiment_points, groups_of, read_worst_nodes, render, sensitivity_rows
@@ -120,12 +120,10 @@ def test_report_is_self_contained(page):
 def test_report_renders_in_headless_chromium(page, tmp_path):
     """Chromium offline (no network flags) builds the page's DOM: one section of charts per comparable
     group, each titled with its model and utterance count, and every chart's SVG."""
-    proc = subprocess.run(
+    proc = run_group(
         ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )
+         "--dump-dom", page.as_uri()], 120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     sections = re.findall(r'<section class="group"><h2>([^<]*)</h2>(.*?)</section>', proc.stdout, flags=re.S)
     assert len(sections) == 3

@@ -3,8 +3,10 @@ protocol (against a stand-in toolkit), and the real toolchain end to end on a ti
 its environment is missing: `python -m edgeasr.rknn.toolkit create-env`)."""
 
 import json
+import signal
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -140,6 +142,24 @@ def test_a_failing_toolkit_stops_with_its_log_line(tmp_path, stand_in_toolkit):
     job = {"config": {}, "models": {"enc": {"onnx": "enc.pt", "dataset": "enc.txt"}}}
     with pytest.raises(EdgeAsrError, match=r"serve\.log: rknn-toolkit2 simulator exited 1: .*load_onnx failed for enc"):
         Simulator(stand_in_toolkit, job, tmp_path / "job.json", tmp_path / "serve.log")
+
+
+@pytest.mark.timeout(60)  # unbounded, the close waits out the stand-in's hour
+def test_a_simulator_that_does_not_exit_is_killed(tmp_path, stand_in_toolkit, monkeypatch):
+    """Its input closed, a simulator that hangs in release() is killed after EXIT_TIMEOUT_S, and its
+    log says so: closing a backend never holds a stage."""
+    from edgeasr.rknn import toolkit
+
+    api = tmp_path / "toolkit" / "rknn" / "api.py"
+    api.write_text(api.read_text().replace("def release(self): pass",
+                                           "def release(self): import time; time.sleep(3600)"))
+    monkeypatch.setattr(toolkit, "EXIT_TIMEOUT_S", 1)
+    job = {"config": {}, "models": {"enc": {"onnx": "enc.onnx", "dataset": "enc.txt"}}}
+    started = time.monotonic()
+    with Simulator(stand_in_toolkit, job, tmp_path / "job.json", tmp_path / "serve.log") as simulator:
+        process = simulator._process
+    assert time.monotonic() - started < 30 and process.returncode == -signal.SIGKILL
+    assert "did not exit 1 s after its last request: killed" in (tmp_path / "serve.log").read_text()
 
 
 def without_timing(metrics):

@@ -2,7 +2,6 @@
 
 import json
 import random
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import ARCHITECTURES, VOCAB, make_model, train_yaml, write_model_dir
+from conftest import ARCHITECTURES, VOCAB, make_model, run_group, train_yaml, write_model_dir
 
 from edgeasr.demo.trainer import TrainConfig, enter_phase, phase_plan, train, train_step, training_chunk
 from edgeasr.errors import EdgeAsrError
@@ -65,8 +64,7 @@ def test_losses_stay_float32_under_bf16_autocast():
     """Autocast runs matmuls in bf16; CTC and label-smoothing losses are taken in float32 and stay
     within bf16 rounding of the float32 ones. In a fresh one-thread process: oneDNN's bf16 kernels
     occasionally return NaN in a process whose memory was used before (see trainer.train_step)."""
-    proc = subprocess.run([sys.executable, "-c", BF16_CHECK], cwd=Path(__file__).parent, capture_output=True,
-                          text=True, timeout=300)
+    proc = run_group([sys.executable, "-c", BF16_CHECK], 300, cwd=Path(__file__).parent)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

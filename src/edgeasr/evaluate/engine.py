@@ -31,6 +31,7 @@ from ..errors import EdgeAsrError
 
 log = logging.getLogger(__name__)
 SCHEDULER_VARIABLE = "EDGEASR_DASK_SCHEDULER"
+CLOSE_TIMEOUT_S = 60  # the most a stage waits for its client and LocalCluster to close
 
 
 MALLOC_TRIM_VARIABLE = "MALLOC_TRIM_THRESHOLD_"
@@ -125,10 +126,16 @@ class Engine:
 
     def __exit__(self, *exc: Any) -> None:
         self._shared = None
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        # NOTE: bounded: LocalCluster.close() waits for its workers without a limit by default; what it
+        # leaves is this process's children, which end with it (Dask's worker processes are daemonic).
+        try:
+            if self.client is not None:
+                self.client.close(timeout=CLOSE_TIMEOUT_S)
+            if self.cluster is not None:
+                self.cluster.close(timeout=CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("compute: Dask did not close in %d s; a LocalCluster's workers end with this process",
+                        CLOSE_TIMEOUT_S)
 
     def run(self, fn: Callable[[Any, Any], Any], tasks: Iterable[Tuple[Any, Any]], shared: Any, digest: str,
             on_result: Callable[[Any, Any], None], window: int = 0) -> None:

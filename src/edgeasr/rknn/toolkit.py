@@ -31,6 +31,7 @@ DEFAULT_ENV = Path(".venv-rknn")
 ENV_VARIABLE = "EDGEASR_RKNN_PYTHON"
 WORKER = Path(__file__).with_name("worker.py")
 CREATE_COMMAND = "python -m edgeasr.rknn.toolkit create-env"
+EXIT_TIMEOUT_S = 60  # how long a simulator may take to release its models and exit once its input ends
 
 
 def create_env(path: Path) -> Path:
@@ -140,8 +141,15 @@ class Simulator:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._process.stdin.close()
-        self._process.wait()
+        self._process.stdin.close()  # the end of its requests: it releases its models and exits
+        try:
+            self._process.wait(timeout=EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            # NOTE: bounded: a simulator that does not exit must not hold the stage (or a test run) forever.
+            self._process.kill()
+            self._process.wait()
+            self._log.write(f"edgeasr: the simulator did not exit {EXIT_TIMEOUT_S} s after its last request: "
+                            "killed\n")
         self._log.close()
         self._scratch.cleanup()
 
