@@ -89,8 +89,8 @@ VARIANTS: Dict[str, Dict[str, Any]] = {}
 def run_group(cmd: list, timeout: float, **popen: Any) -> subprocess.CompletedProcess:
     """`cmd` in its own process group, its output captured as text; the whole group is killed at
     `timeout` (the test then fails with the output so far) or when the test is stopped. NOTE: not
-    subprocess.run(timeout=...), which kills only the child and then waits for the output pipes that
-    its own children (Dask workers, a simulator, Chromium's renderers) still hold: forever."""
+    subprocess.run(timeout=...), which kills only the child: what it started (a stage's Dask workers,
+    the RK3588 simulator, Chromium's renderers) would outlive the test."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             **popen)
     try:
