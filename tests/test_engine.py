@@ -232,6 +232,27 @@ def test_a_killed_worker_costs_only_rework(setup, serial, tmp_path, monkeypatch)
     assert killed and same(outputs(tmp_path, metrics), serial)
 
 
+def test_shards_are_decoded_longest_first(setup, serial, tmp_path, monkeypatch):
+    """The shard with the most audio goes first, so the last to finish are the shortest; the result is
+    the one decoded in utterance order."""
+    root, _ = setup
+    order = []
+    decode_with = shards_module.decode_with
+
+    def recording(backend, float_backend, task):
+        order.append([utt.key for utt, _, _ in task.utterances])
+        return decode_with(backend, float_backend, task)
+
+    monkeypatch.setattr(shards_module, "decode_with", recording)
+    with Engine(settings(1, shard_utts=2)) as engine:  # shards of 3 would hold equal audio here
+        metrics = reference(setup, engine, tmp_path)
+    assert same(outputs(tmp_path, metrics), serial)
+    size = {f"utt{i}": (root / f"utt{i}.wav").stat().st_size for i in range(UTTS)}
+    shards = [[f"utt{i}" for i in range(start, min(start + 2, UTTS))] for start in range(0, UTTS, 2)]
+    expected = sorted(shards, key=lambda keys: -sum(size[k] for k in keys))
+    assert expected != shards and order == expected * len(CONTEXTS)  # one pass per context
+
+
 def test_an_interrupted_evaluation_resumes_from_its_cached_shards(setup, serial, tmp_path, monkeypatch):
     cache = ShardCache(tmp_path / "cache", "test")
     decoded = []

@@ -351,6 +351,7 @@ def test_budget_search_finds_the_outlier_group_with_real_hybrid_builds(tmp_path)
     assert search["trail"][0]["float_groups"] == [] and search["trail"][0]["cer_delta"] > budget
     assert search["met"] and search["float_groups"] == ["encoders.1.feed_forward"]
     assert search["result"]["cer_delta"] <= budget and study["evaluations"] == search["evaluations"] >= 2
+    assert len(list(tmp_path.glob("simulator-*.log"))) == study["evaluations"]  # one log per simulator started
     assert sorted(float16) == sorted(search["float_groups"])
     assert search["float16_tensors"] == sum(map(len, float16.values()))
 

@@ -12,6 +12,7 @@ the evaluation engine: each worker starts its own simulator (and so rebuilds the
 """
 
 import functools
+import itertools
 import os
 import tempfile
 from contextlib import ExitStack
@@ -24,6 +25,8 @@ from ..decode.fixed_cache_backend import FixedCacheBackend
 from ..evaluate.backends import Opener
 from .export import GRAPH
 from .toolkit import Simulator, find_python
+
+_STARTED = itertools.count(1)  # simulators this process started
 
 
 def simulator_job(artifact: Artifact, folder: Path) -> Dict[str, Any]:
@@ -48,7 +51,9 @@ def open_simulated(python: str, log_dir: str, artifact: Artifact, folder: Path, 
     here = Path(python) if Path(python).is_file() else find_python(None)
     logs = Path(log_dir) if Path(log_dir).is_dir() else Path(stack.enter_context(
         tempfile.TemporaryDirectory(prefix="edgeasr-rknn-logs-")))
-    name = f"simulator-{os.getpid()}"
+    # NOTE: one log per simulator, not per process: a process keeps up to two backends open
+    # (evaluate.shards.MAX_OPEN_BACKENDS), and a second simulator would truncate the first one's log.
+    name = f"simulator-{os.getpid()}-{next(_STARTED)}"
     simulator = stack.enter_context(Simulator(here, simulator_job(artifact, folder), logs / f"{name}.job.json",
                                               logs / f"{name}.log"))
     onnx = artifact.path(folder, f"{GRAPH}_onnx")
