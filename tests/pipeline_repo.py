@@ -20,7 +20,7 @@ ALL = {"synth", "train", "eval_torch", "dev_reference", "export", "eval_onnx", "
 # it decodes (`compute` is no stage param, so nothing reruns for it; tests/test_engine.py checks that
 # the engine's workers give the serial metrics to the last digit).
 BASE = ["experiment=tiny", "compute.workers=1"]
-RUN_TIMEOUT_S = 900  # the longest run here, the first tiny repro, takes 2-3 min on 2 busy cores
+RUN_TIMEOUT_S = 900  # the longest run here, the first tiny repro, takes minutes on 2 busy cores
 
 
 def run(cmd, cwd: Path, path_prefix: str = "", timeout: float = RUN_TIMEOUT_S) -> str:
