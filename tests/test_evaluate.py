@@ -144,6 +144,26 @@ def test_benchmark_table_relates_each_row_to_the_bound():
     assert lines[5] == "| b | nan | — | nan | 0.0 | not built |"
 
 
+def one_hot_log_probs(best: list, vocab: int = 5) -> np.ndarray:
+    """(T', V) log-probs whose argmax per frame is `best`."""
+    out = np.full((len(best), vocab), -10.0, dtype=np.float32)
+    out[np.arange(len(best)), best] = 0.0
+    return out
+
+
+def test_emission_delay_pairs_tokens_of_utterances_decoded_alike():
+    from edgeasr.evaluate.by_chunk import emission_delays, greedy_emissions, median_delay_ms
+
+    full = one_hot_log_probs([3, 3, 0, 4, 0, 0, 4])
+    late = one_hot_log_probs([0, 0, 3, 0, 0, 4, 0, 4])
+    assert greedy_emissions(full) == [(3, 0), (4, 3), (4, 6)]
+    assert emission_delays([late], [full]) == [2, 2, 1]
+    other = one_hot_log_probs([2, 0, 0])  # another token sequence: not comparable, left out
+    assert emission_delays([late, other], [full, full]) == [2, 2, 1]
+    assert median_delay_ms([late, other], [full, full], 40.0) == 80.0
+    assert median_delay_ms([other], [full], 40.0) is None and median_delay_ms([late], None, 40.0) is None
+
+
 def test_cer_by_chunk_counts_errors_and_a_whole_utterance_chunk_is_full_context(setup):
     """The references are what the model decodes at chunk 4 / 2 left, so that row scores 0; a chunk
     longer than every utterance (full history) decodes exactly as full context."""
@@ -154,6 +174,7 @@ def test_cer_by_chunk_counts_errors_and_a_whole_utterance_chunk_is_full_context(
     by_chunk = {r["chunk"]: r for r in rows}
     assert by_chunk[4]["cer"] == 0.0 and by_chunk[4]["chunk_ms"] == 4 * 8 * 10
     assert by_chunk[64]["cer"] == by_chunk["full"]["cer"] and by_chunk["full"]["chunk_ms"] is None
+    assert by_chunk[64]["delay_ms"] == by_chunk["full"]["delay_ms"] == 0.0
     assert len(format_table(rows).splitlines()) == 1 + len(rows)
     silent = chunk_rows(Silent(model), prepared, [4], 2, id_to_token)[0]  # every reference token deleted
     assert (silent["cer"], silent["sub"], silent["del"], silent["ins"]) == (100.0, 0.0, 100.0, 0.0)

@@ -5,37 +5,75 @@
 
 The PyTorch model streams each utterance chunk by chunk with its caches (WeNet's
 forward_chunk_by_chunk; -1 = full context), CTC greedy. Prints, per chunk size, the audio one chunk
-covers, CER with substitutions / deletions / insertions per 100 reference characters, and the
-real-time factor at one thread (feature extraction included, as in the eval stages). The streaming
-gap of the demo model (docs/training.md) is measured with it; `dvc exp run --queue` sweeps every
-artifact, this looks at one checkpoint in a minute.
+covers, CER with substitutions / deletions / insertions per 100 reference characters, the
+emission delay against full context, and the real-time factor at one thread (feature extraction
+included, as in the eval stages). The streaming gap of the demo model (docs/training.md) is measured
+with it; `dvc exp run --queue` sweeps every artifact, this looks at one checkpoint in a minute.
+
+Emission delay (`delay ms`, needs -1 among the chunks): the median over tokens of when CTC greedy
+emits a token streaming minus when it emits it at full context, on the utterances whose greedy
+token sequences are the same in both. A model whose full-context CTC is aligned with the audio
+shows a delay of about a chunk or less; one that learned to emit ahead of the audio at full context
+(docs/training.md, the U2++ demo) shows delays of several hundred ms, and its streaming errors are
+the words it has to guess instead.
 """
 
 import argparse
 from pathlib import Path
-from typing import List, Mapping, Sequence
+from typing import List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from ..cli import run_stage
 from ..decode import Backend, DecodeOptions, TorchBackend
 from ..frontend.dataset import PreparedUtterance, load_utterances
+from ..frontend.fbank import FRAME_SHIFT_MS
 from ..frontend.tokens import id_to_token
 from ..model import load_model
 from ..model.subsampling import min_input_frames
 from .runner import evaluate_set
 
 GREEDY = ("ctc_greedy",)
+BLANK = 0  # the CTC blank id: load_model refuses a units.txt whose id 0 is not <blank>
+
+
+def greedy_emissions(log_probs: np.ndarray) -> List[Tuple[int, int]]:
+    """(token, frame) of each token CTC greedy emits from (T', V) log-probs: the first frame of each
+    run of a non-blank argmax."""
+    best = np.asarray(log_probs).argmax(axis=-1)
+    return [(int(token), frame) for frame, token in enumerate(best)
+            if token != BLANK and (frame == 0 or best[frame - 1] != token)]
+
+
+def emission_delays(streamed: Sequence[np.ndarray], full: Sequence[np.ndarray]) -> List[int]:
+    """Per token, streamed emission frame minus full-context emission frame, over the utterances
+    (paired by index) whose greedy token sequences are the same in both."""
+    delays: List[int] = []
+    for a, b in zip(streamed, full):
+        ea, eb = greedy_emissions(a), greedy_emissions(b)
+        if [t for t, _ in ea] == [t for t, _ in eb]:
+            delays += [fa - fb for (_, fa), (_, fb) in zip(ea, eb)]
+    return delays
+
+
+def median_delay_ms(streamed: Sequence[np.ndarray], full: Optional[Sequence[np.ndarray]],
+                    frame_ms: float) -> Optional[float]:
+    """Median emission delay in ms (None without a full-context decode or a comparable token)."""
+    delays = emission_delays(streamed, full) if full is not None else []
+    return round(float(np.median(delays)) * frame_ms, 1) if delays else None
 
 
 def chunk_rows(backend: Backend, prepared: Sequence[PreparedUtterance], chunks: Sequence[int],
                num_left_chunks: int, tokens: Mapping[int, str]) -> List[dict]:
     """One row per chunk size (-1 = full context): chunk, chunk_ms, cer, sub / del / ins per 100
-    reference tokens, rtf; decoded and scored by the eval stages' evaluate_set."""
+    reference tokens, delay_ms (median emission delay against full context), rtf; decoded and
+    scored by the eval stages' evaluate_set."""
     names = {chunk: f"chunk {chunk}" if chunk > 0 else "full" for chunk in chunks}
     contexts = {names[chunk]: DecodeOptions(chunk, num_left_chunks if chunk > 0 else -1, modes=GREEDY)
                 for chunk in chunks}
-    result, _, _ = evaluate_set(backend, list(prepared), contexts, tokens)
+    result, _, log_probs = evaluate_set(backend, list(prepared), contexts, tokens)
+    frame_ms = backend.geometry.subsampling_rate * FRAME_SHIFT_MS
     rows = []
     for chunk in chunks:
         context = result[names[chunk]]
@@ -48,16 +86,19 @@ def chunk_rows(backend: Backend, prepared: Sequence[PreparedUtterance], chunks: 
             "sub": round(counts["substitutions"] * per_100, 1),
             "del": round(counts["deletions"] * per_100, 1),
             "ins": round(counts["insertions"] * per_100, 1),
+            "delay_ms": median_delay_ms(log_probs[names[chunk]], log_probs.get("full"), frame_ms),
             "rtf": round(context["rtf"], 4),
         })
     return rows
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    header = f"{'chunk':>6} {'audio ms':>9} {'CER %':>7} {'sub':>6} {'del':>6} {'ins':>6} {'RTF':>7}"
+    header = (f"{'chunk':>6} {'audio ms':>9} {'CER %':>7} {'sub':>6} {'del':>6} {'ins':>6} "
+              f"{'delay ms':>9} {'RTF':>7}")
     lines = [header] + [
         f"{r['chunk']:>6} {r['chunk_ms'] if r['chunk_ms'] is not None else '-':>9} {r['cer']:>7.2f} "
-        f"{r['sub']:>6.1f} {r['del']:>6.1f} {r['ins']:>6.1f} {r['rtf']:>7.4f}" for r in rows]
+        f"{r['sub']:>6.1f} {r['del']:>6.1f} {r['ins']:>6.1f} "
+        f"{r['delay_ms'] if r['delay_ms'] is not None else '-':>9} {r['rtf']:>7.4f}" for r in rows]
     return "\n".join(lines)
 
 
