@@ -165,11 +165,13 @@ def test_parity_failure_names_the_tensor():
         check_within_tolerance("cpu", {"encoder_out": 1e-7, "ctc_log_probs": 0.5})
 
 
-def test_sherpa_onnx_runtime_decodes_exactly_like_our_streaming(tmp_path):
+@pytest.mark.parametrize("arch", ["conformer_nopos_conv2d8_relu_causal_bn", "conformer_relpos_conv2d_swish_ln"])
+def test_sherpa_onnx_runtime_decodes_exactly_like_our_streaming(tmp_path, arch):
     """sherpa-onnx's own C++ runtime (its front end, streaming loop and greedy search) loads our model
     unchanged and, with WeNet's fbank settings, writes exactly the hypothesis our streaming decoder
     gets from the same audio. The model is conditioned so that every clip yields a different, long
-    token sequence (a raw random model emits one token for anything)."""
+    token sequence (a raw random model emits one token for anything). The rel_pos model checks the
+    positions: sherpa-onnx starts `offset` at chunk * left, WeNet's runtime at 0."""
     pytest.importorskip("sherpa_onnx")
     from edgeasr.evaluate.sherpa import SherpaRecognizer
 
@@ -179,7 +181,7 @@ def test_sherpa_onnx_runtime_decodes_exactly_like_our_streaming(tmp_path):
     # same samples, so both see identical feature frames.
     padded = [np.concatenate([c, np.zeros(SAMPLE_RATE // 2, np.float32)]) for c in clips]
     feats = [compute_fbank(x) for x in padded]
-    model = make_model("conformer_nopos_conv2d8_relu_causal_bn", feat_dim=80)
+    model = make_model(arch, feat_dim=80)
     condition_(model, feats, CHUNK, LEFT)
     units = tmp_path / "units.txt"
     units.write_text("<blank> 0\n" + "".join(f"t{i} {i}\n" for i in range(1, model.vocab_size)))

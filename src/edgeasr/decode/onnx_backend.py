@@ -195,7 +195,7 @@ class OnnxGpuBackend:
 
 class OnnxSherpaGraphBackend(OnnxCpuBackend):
     """sherpa/model.onnx (encoder + CTC in one graph, (1,)-shaped offsets) through our own driver,
-    offsets from 0: for export-time parity. sherpa-onnx itself starts offsets at chunk * left."""
+    for export-time parity; `offset` fed as sherpa-onnx feeds it, from chunk * left (C) up."""
 
     def __init__(self, model: Path, threads: int = 1):
         super().__init__(model, model, None, threads)
@@ -205,7 +205,7 @@ class OnnxSherpaGraphBackend(OnnxCpuBackend):
             None,
             {
                 "x": window[None].astype(np.float32),
-                "offset": np.array([state.offset], dtype=np.int64),
+                "offset": np.array([self.cache_frames + state.offset], dtype=np.int64),
                 "required_cache_size": np.array([self.cache_frames], dtype=np.int64),
                 "attn_cache": state.att_cache,
                 "conv_cache": state.cnn_cache,

@@ -5,6 +5,13 @@ sherpa-onnx feeds six inputs by position (x, offset (1,), required_cache_size (1
 conv_cache, attn_mask), starts `offset` at chunk * num_left_chunks, and reads head, num_blocks,
 output_size, cnn_module_kernel, right_context, subsampling_factor and vocab_size from metadata,
 with model_type = wenet_ctc.
+
+NOTE: WeNet's runtime starts `offset` at 0 (the frames decoded so far), and so do training and
+PyTorch's forward_chunk_by_chunk. sherpa-onnx starts it at the cache size C = chunk * left, and
+sherpa-onnx's own WeNet export (scripts/wenet/export-onnx-streaming.py) passes it on unchanged,
+which puts every frame C positions later than the model was trained with. A no_pos model never
+reads it; a rel_pos one does (the U2++ demo lost 4.5 points of CER to it). The graph subtracts
+`required_cache_size` first, so sherpa-onnx computes the positions PyTorch does.
 """
 
 import shutil
@@ -34,7 +41,9 @@ class SherpaStreamingModel(torch.nn.Module):
         self.has_conv_cache = conv is not None and conv.lorder > 0
 
     def forward(self, x, offset, required_cache_size, attn_cache, conv_cache, attn_mask):
-        out, new_attn_cache, new_conv_cache = self.encoder(x, offset, required_cache_size, attn_cache, conv_cache, attn_mask)
+        frames_done = offset - required_cache_size  # sherpa-onnx's offset -> WeNet's (module NOTE)
+        out, new_attn_cache, new_conv_cache = self.encoder(x, frames_done, required_cache_size, attn_cache, conv_cache,
+                                                           attn_mask)
         if not self.has_conv_cache:
             # sherpa-onnx feeds six inputs by position: an unread conv_cache passes through unchanged
             # so that the input stays in the graph.
