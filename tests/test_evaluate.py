@@ -152,7 +152,7 @@ def one_hot_log_probs(best: list, vocab: int = 5) -> np.ndarray:
 
 
 def test_emission_delay_pairs_tokens_of_utterances_decoded_alike():
-    from edgeasr.evaluate.by_chunk import emission_delays, greedy_emissions, median_delay_ms
+    from edgeasr.evaluate.emission import alignment_caveat, emission_delays, greedy_emissions, median_delay_ms
 
     full = one_hot_log_probs([3, 3, 0, 4, 0, 0, 4])
     late = one_hot_log_probs([0, 0, 3, 0, 0, 4, 0, 4])
@@ -162,6 +162,8 @@ def test_emission_delay_pairs_tokens_of_utterances_decoded_alike():
     assert emission_delays([late, other], [full, full]) == [2, 2, 1]
     assert median_delay_ms([late, other], [full, full], 40.0) == 80.0
     assert median_delay_ms([other], [full], 40.0) is None and median_delay_ms([late], None, 40.0) is None
+    assert alignment_caveat(None, 320) is None and alignment_caveat(320.0, 320) is None
+    assert "1160 ms later" in alignment_caveat(1160.0, 320)
 
 
 def test_cer_by_chunk_counts_errors_and_a_whole_utterance_chunk_is_full_context(setup):

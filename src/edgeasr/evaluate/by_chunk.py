@@ -20,9 +20,8 @@ the words it has to guess instead.
 
 import argparse
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Sequence
 
-import numpy as np
 import torch
 
 from ..cli import run_stage
@@ -32,38 +31,10 @@ from ..frontend.fbank import FRAME_SHIFT_MS
 from ..frontend.tokens import id_to_token
 from ..model import load_model
 from ..model.subsampling import min_input_frames
+from .emission import median_delay_ms
 from .runner import evaluate_set
 
 GREEDY = ("ctc_greedy",)
-BLANK = 0  # the CTC blank id: load_model refuses a units.txt whose id 0 is not <blank>
-
-
-def greedy_emissions(log_probs: np.ndarray) -> List[Tuple[int, int]]:
-    """(token, frame) of each token CTC greedy emits from (T', V) log-probs: the first frame of each
-    run of a non-blank argmax."""
-    best = np.asarray(log_probs).argmax(axis=-1)
-    return [(int(token), frame) for frame, token in enumerate(best)
-            if token != BLANK and (frame == 0 or best[frame - 1] != token)]
-
-
-def emission_delays(streamed: Sequence[np.ndarray], full: Sequence[np.ndarray]) -> List[int]:
-    """Per token, streamed emission frame minus full-context emission frame, over the utterances
-    (paired by index) whose greedy token sequences are the same in both."""
-    delays: List[int] = []
-    for a, b in zip(streamed, full):
-        ea, eb = greedy_emissions(a), greedy_emissions(b)
-        if [t for t, _ in ea] == [t for t, _ in eb]:
-            delays += [fa - fb for (_, fa), (_, fb) in zip(ea, eb)]
-    return delays
-
-
-def median_delay_ms(streamed: Sequence[np.ndarray], full: Optional[Sequence[np.ndarray]],
-                    frame_ms: float) -> Optional[float]:
-    """Median emission delay in ms (None without a full-context decode or a comparable token)."""
-    delays = emission_delays(streamed, full) if full is not None else []
-    return round(float(np.median(delays)) * frame_ms, 1) if delays else None
-
-
 def chunk_rows(backend: Backend, prepared: Sequence[PreparedUtterance], chunks: Sequence[int],
                num_left_chunks: int, tokens: Mapping[int, str]) -> List[dict]:
     """One row per chunk size (-1 = full context): chunk, chunk_ms, cer, sub / del / ins per 100
