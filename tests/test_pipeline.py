@@ -31,7 +31,7 @@ def test_first_run_writes_metrics(repo):
     streaming = metrics["test"]["streaming"]
     # a warning only if the briefly trained model's tokens come out over a chunk late streamed
     assert set(streaming) - {"warning"} == modes | {"chunk_audio_ms", "chunk_compute_ms", "emission_delay_ms"}
-    assert ("warning" in streaming) == (streaming["emission_delay_ms"] or 0) > streaming["chunk_audio_ms"]
+    assert ("warning" in streaming) == ((streaming["emission_delay_ms"] or 0) > streaming["chunk_audio_ms"])
     assert metrics["test"]["utterances"] == 6
     assert (repo / "exp" / "eval_torch" / "test.jsonl").is_file()
     # PyTorch is decoded once per test set and context (eval_torch), and once on the dev split
