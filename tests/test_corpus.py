@@ -94,3 +94,20 @@ def test_the_synth_stage_writes_the_train_split_only_for_a_pipeline_that_trains(
     assert all((corpora["false"] / "wavs" / w).read_bytes() == (corpora["true"] / "wavs" / w).read_bytes()
                for w in wavs[0])
     assert (corpora["false"] / "units.txt").read_text() == (corpora["true"] / "units.txt").read_text()
+
+
+def test_render_workers_end_on_sigterm_whatever_the_stage_handler():
+    """A stage raises on SIGTERM (cli.run_stage); forked render workers must not inherit that, or the
+    pool's terminate at exit can leave its queue lock held and the synth stage hangs."""
+    import signal
+
+    from edgeasr.cli import _terminate
+    from edgeasr.demo.corpus import render_pool
+
+    before = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with render_pool(2) as pool:
+            handlers = pool.map(signal.getsignal, [signal.SIGTERM] * 4, chunksize=1)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert handlers == [signal.SIG_DFL] * 4

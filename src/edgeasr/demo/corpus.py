@@ -8,8 +8,10 @@ byte-identical files.
 """
 
 import multiprocessing
+import multiprocessing.pool
 import os
 import random
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
@@ -154,6 +156,22 @@ def write_units(path: Path, train_texts: Sequence[str]) -> None:
 _speaker: Optional[Speaker] = None  # one espeak-ng instance per worker process
 
 
+def _default_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def render_pool(workers: int) -> multiprocessing.pool.Pool:
+    """Forked worker processes for `_render_job`.
+
+    NOTE: a pool's exit terminates its workers with SIGTERM. A stage's SIGTERM handler
+    (cli.run_stage) raises, and forked workers inherit it: raised while a worker was releasing the
+    pool's task-queue lock, it left the lock held, and the other worker waited for it forever (the
+    synth stage hung after writing every wav, 2026-12-04; an earlier run printed both workers'
+    Terminated tracebacks from inside the queue locks). Workers take the default action instead:
+    they end."""
+    return multiprocessing.get_context("fork").Pool(workers, initializer=_default_sigterm)
+
+
 def _render_job(job: Tuple[str, Voice, Tuple[int, int, int], CorpusConfig, str]) -> None:
     global _speaker
     text, voice, seed, cfg, wav = job
@@ -180,7 +198,7 @@ def build_corpus(cfg: CorpusConfig, out_dir: Path, splits: Sequence[str] = SPLIT
             wav = str(wav_dir / f"{key}.wav")
             jobs.append((text, voice, (cfg.seed, split_index, i), cfg, wav))
             lists[split].append(Utterance(key, wav, text))
-    with multiprocessing.get_context("fork").Pool(workers or os.cpu_count() or 1) as pool:
+    with render_pool(workers or os.cpu_count() or 1) as pool:
         for _ in tqdm(pool.imap_unordered(_render_job, jobs, chunksize=16), total=len(jobs), desc="synth",
                       unit="utt"):
             pass
