@@ -69,7 +69,7 @@ def loopback_cluster(workers: int) -> Iterator[str]:
 
 def wait_for_workers(engine: Engine, count: int, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while len(engine.client.scheduler_info()["workers"]) < count:
+    while engine.worker_count() < count:
         if time.monotonic() > deadline:
             raise EdgeAsrError(f"{count} loopback workers did not register in {timeout_s:.0f} s")
         time.sleep(0.5)

@@ -121,8 +121,16 @@ class Engine:
         # the old engine: 2 workers no faster than 1. The engine keeps one artifact on the workers at a time
         # (`run`), so nothing needs dropping.
         self.client.amm.stop()
-        workers = len(self.client.scheduler_info().get("workers", {}))
-        log.info("compute: %s, %d workers", self.address or "LocalCluster on 127.0.0.1", workers)
+        log.info("compute: %s, %d workers", self.address or "LocalCluster on 127.0.0.1", self.worker_count())
+
+    def worker_count(self) -> int:
+        """Workers the scheduler has now.
+
+        NOTE: not `len(client.scheduler_info()["workers"])`: distributed 2026.8 returns its cached identity
+        (which, its docstring says, may hold no per-worker entries) when the query fails or another refresh
+        lands in between; that count was 0 once with two workers running (a CI rehearsal, 2026-12-04).
+        `nthreads()` returns the scheduler's answer itself."""
+        return len(self.client.nthreads())
 
     def __exit__(self, *exc: Any) -> None:
         self._shared = None
@@ -175,7 +183,7 @@ class Engine:
 
         submit(first)
         submit(second)
-        workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+        workers = max(1, self.worker_count())
         for _ in range((window or 4 * workers) - 2):
             submit(next(pending, None))
         for future in futures:
