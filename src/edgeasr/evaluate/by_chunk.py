@@ -35,6 +35,8 @@ from .emission import median_delay_ms
 from .runner import evaluate_set
 
 GREEDY = ("ctc_greedy",)
+
+
 def chunk_rows(backend: Backend, prepared: Sequence[PreparedUtterance], chunks: Sequence[int],
                num_left_chunks: int, tokens: Mapping[int, str]) -> List[dict]:
     """One row per chunk size (-1 = full context): chunk, chunk_ms, cer, sub / del / ins per 100
