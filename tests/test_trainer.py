@@ -1,6 +1,7 @@
 """The demo trainer's pieces: chunk sampling, losses under bf16 autocast, per-batch chunk masks."""
 
 import json
+import math
 import random
 import sys
 from dataclasses import replace
@@ -22,7 +23,8 @@ ARCH = "conformer_nopos_conv2d8_relu_causal_bn"
 def config(full_context_prob: float, max_chunk: int = 25) -> TrainConfig:
     return TrainConfig(seed=0, time_budget_s=1, max_epochs=1, batch_frames=1000, peak_lr=1e-3, warmup_steps=1,
                        grad_clip=5.0, threads=1, spec_aug=False, bf16=True, full_context_prob=full_context_prob,
-                       max_chunk=max_chunk, decoder_only_share=0.0, frozen_norm_share=0.0, init_from=None)
+                       max_chunk=max_chunk, decoder_only_share=0.0, frozen_norm_share=0.0, init_from=None,
+                       embed_unit_scale=False)
 
 
 @pytest.mark.parametrize("prob,max_chunk", [(0.0, 25), (0.2, 25), (0.5, 12)])
@@ -160,3 +162,27 @@ def test_a_dense_init_under_moe_is_upcycled_to_the_same_function(tmp_path):
         want = start.encoder(xs, torch.tensor([90]), decoding_chunk_size=4)[0]
         got = upcycled.encoder(xs, torch.tensor([90]), decoding_chunk_size=4)[0]
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch,scaled", [("conformer_relpos_conv2d_swish_ln", True), (ARCH, False)])
+def test_embed_unit_scale_divides_the_projection_from_scratch_only(tmp_path, arch, scaled):
+    """From scratch, a rel_pos model's subsampling projection starts divided by sqrt(d), so its embedded
+    frames start at no_pos's scale; a no_pos model and a refinement (init_from) are left as they are."""
+    rng = np.random.default_rng(0)
+    soundfile.write(tmp_path / "0.wav", rng.normal(0, 0.1, 16000).astype(np.float32), 16000)
+    (tmp_path / "train.list").write_text(json.dumps({"key": "0", "wav": str(tmp_path / "0.wav"), "txt": "\u4e00"}) + "\n")
+    start = write_model_dir(tmp_path / "start", arch, feat_dim=80)
+    architecture = {k: v for k, v in train_yaml(arch, 80).items() if k in ARCHITECTURES[arch]}
+    units = tmp_path / "start" / "units.txt"
+    models = {}
+    for name, unit_scale, init_from in (("plain", False, None), ("unit", True, None), ("refined", True, "start")):
+        cfg = replace(config(1.0), time_budget_s=0, embed_unit_scale=unit_scale,
+                      init_from=str(tmp_path / init_from) if init_from else None)
+        train(architecture, cfg, tmp_path / "train.list", units, tmp_path / name)
+        models[name] = load_model(tmp_path / name)[0].state_dict()
+    projection = [k for k in models["plain"] if k.startswith("encoder.embed.") and k.endswith("weight")][-1]
+    xscale = math.sqrt(ARCHITECTURES[arch]["encoder_conf"]["output_size"])
+    for key, value in models["plain"].items():
+        want = value / xscale if scaled and key.rsplit(".", 1)[0] == projection.rsplit(".", 1)[0] else value
+        torch.testing.assert_close(models["unit"][key], want, rtol=0, atol=0)
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), models["refined"].values()))

@@ -72,6 +72,10 @@ class Conv2dSubsampling(torch.nn.Module):
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x)
 
+    def projection_layer(self) -> torch.nn.Linear:
+        """The Linear that maps the flattened conv output (C x F') to the model dimension."""
+        return self.linear
+
     def forward(
         self, x: torch.Tensor, x_mask: torch.Tensor, offset: Offset = 0, positions: Optional[torch.Tensor] = None
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -108,6 +112,9 @@ class Conv2dSubsampling4(Conv2dSubsampling):
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(x)
+
+    def projection_layer(self) -> torch.nn.Linear:
+        return self.out[0]
 
 
 class Conv2dSubsampling6(Conv2dSubsampling):
