@@ -235,24 +235,24 @@ def start_model_dir(architecture: Dict[str, Any], cfg: TrainConfig, symbols: Dic
     return model
 
 
-def unit_scale_embedding(model: torch.nn.Module) -> bool:
+def unit_scale_embedding(model: torch.nn.Module) -> None:
     """Divide the subsampling's projection (weight and bias) by sqrt(d) where the positional encoding
     multiplies the frames by sqrt(d) (abs_pos, rel_pos): the embedded frames then start at the scale
-    no_pos gives them. True if it scaled; a WeNet checkpoint either way (an initialization only).
+    no_pos gives them (no_pos itself is left as it is). An initialization only: the checkpoint stays WeNet's.
 
-    NOTE: pre-LayerNorm blocks add their outputs to the residual stream unnormalized, so frames 8x
-    larger (d = 64) make every block's first updates 8x smaller against it. Measured on the U2++ demo
+    NOTE: our reading of why: pre-LayerNorm blocks add their outputs to the residual stream
+    unnormalized, so frames 8x larger (d = 64) make every block's first updates 8x smaller against
+    it. What is measured, on the U2++ demo
     shape (rel_pos, conv2d, d = 64; 30 000 sentences, one thread, chunked CTC; docs/training.md): the
     running CTC loss after 1200 steps was 26.9 as WeNet initializes it, 27.4 with the positional term
     zeroed, 17.0 with no_pos, 18.0 with this scaling; at WeNet's init it was still 17 after 17 000 steps."""
     xscale = getattr(model.encoder.embed.pos_enc, "xscale", None)
     if xscale is None:
-        return False
+        return
     with torch.no_grad():
         linear = model.encoder.embed.projection_layer()
         linear.weight.div_(xscale)
         linear.bias.div_(xscale)
-    return True
 
 
 def upcycled_state(init_state: Dict[str, torch.Tensor], model_state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
