@@ -211,7 +211,8 @@ def start_model_dir(architecture: Dict[str, Any], cfg: TrainConfig, symbols: Dic
                     feats: List[np.ndarray], units: Path, out_dir: Path) -> torch.nn.Module:
     """Write global_cmvn, units.txt and train.yaml to out_dir; the model they describe, with
     `cfg.init_from`'s weights when set (its CMVN too: those weights saw features normalized by it);
-    a dense `init_from` under an MoE architecture is upcycled (`upcycled_state`)."""
+    a dense `init_from` under an MoE architecture is upcycled (`upcycled_state`); from scratch,
+    `cfg.embed_unit_scale` rescales the embedding (`unit_scale_embedding`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     init, _, init_symbols = load_model(Path(cfg.init_from)) if cfg.init_from else (None, None, None)
     if init is not None and init_symbols != symbols:
@@ -224,14 +225,14 @@ def start_model_dir(architecture: Dict[str, Any], cfg: TrainConfig, symbols: Dic
     train_yaml = make_train_yaml(architecture, symbols, feats[0].shape[1])
     (out_dir / "train.yaml").write_text(yaml.safe_dump(train_yaml, allow_unicode=True, sort_keys=False))
     model = build_model(ModelSpec(train_yaml, len(symbols)), load_cmvn(out_dir / "global_cmvn", True))
-    if init is None and cfg.embed_unit_scale:
-        unit_scale_embedding(model)
     if init is not None:
         state = upcycled_state(init.state_dict(), model.state_dict())
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise EdgeAsrError(f"model.train.init_from={cfg.init_from}: not this architecture ({str(exc).splitlines()[0]})")
+    elif cfg.embed_unit_scale:
+        unit_scale_embedding(model)
     return model
 
 
@@ -242,9 +243,8 @@ def unit_scale_embedding(model: torch.nn.Module) -> None:
 
     NOTE: our reading of why: pre-LayerNorm blocks add their outputs to the residual stream
     unnormalized, so frames 8x larger (d = 64) make every block's first updates 8x smaller against
-    it. What is measured, on the U2++ demo
-    shape (rel_pos, conv2d, d = 64; 30 000 sentences, one thread, chunked CTC; docs/training.md): the
-    running CTC loss after 1200 steps was 26.9 as WeNet initializes it, 27.4 with the positional term
+    it. Measured on the U2++ demo shape (rel_pos, conv2d, d = 64; 30 000 sentences, one thread,
+    chunked CTC; docs/training.md): the running CTC loss after 1200 steps was 26.9 as WeNet initializes it, 27.4 with the positional term
     zeroed, 17.0 with no_pos, 20.7 with this scaling (12.5 after 3000 steps, WeNet's init 21.2)."""
     xscale = getattr(model.encoder.embed.pos_enc, "xscale", None)
     if xscale is None:
