@@ -47,6 +47,29 @@ def test_options_compose(tmp_path, overrides):
         assert {k: v for k, v in moe.items() if k not in ("mlp_type", "n_expert", "n_expert_activated")} == demo
 
 
+# Options that leave a mandatory value (???) for the user, and the values a user would pass.
+MANDATORY = {"model=wenet": ["model.dir=/m"],
+             "data=lists": ["data.root=/l", "data.test_sets={test: /l/test.list}", "data.cali_list=/l/cali.list"]}
+
+
+@pytest.mark.parametrize("option", sorted(f"{p.parent.name}={p.stem}" for p in (ROOT / "conf").glob("*/*.yaml")))
+def test_every_option_composes_and_every_stage_accepts_it(tmp_path, option):
+    """Each file under conf/<group>/ composes, every dvc.yaml stage loads its declared keys under it
+    (values inside their rules), and the sections read as dataclasses have no unknown or missing key."""
+    from edgeasr.demo.corpus import CorpusConfig
+    from edgeasr.demo.trainer import TRAIN_SECTION_EXTRAS, TrainConfig
+
+    shutil.copy(ROOT / "dvc.yaml", tmp_path)
+    compose(tmp_path / "params.yaml", [option, *MANDATORY.get(option, [])], ROOT / "conf")
+    for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]:
+        load_stage_params(stage, [], tmp_path)
+    params = OmegaConf.load(tmp_path / "params.yaml")
+    if "architecture" in params.model.train:  # a trainable recipe (model=wenet only deploys)
+        dataclass_from(TrainConfig, params.model.train, "model.train", TRAIN_SECTION_EXTRAS)
+    if params.data.synth.enabled:
+        dataclass_from(CorpusConfig, params.data.synth, "data.synth", ("enabled",))
+
+
 def test_no_reserved_top_level_names():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert not {"size", "nfiles"} & set(params)
