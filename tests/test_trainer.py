@@ -186,3 +186,14 @@ def test_embed_unit_scale_divides_the_projection_from_scratch_only(tmp_path, arc
         want = value / xscale if scaled and key.rsplit(".", 1)[0] == projection.rsplit(".", 1)[0] else value
         torch.testing.assert_close(models["unit"][key], want, rtol=0, atol=0)
     assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), models["refined"].values()))
+
+
+@pytest.mark.parametrize("argv", [[], ["--help"], ["--record-cer", "models/demo"]])
+def test_release_refuses_an_option_as_its_output_directory(tmp_path, monkeypatch, argv):
+    """`release --help` once started a 90-minute training into ./--help: an option is a usage error."""
+    from edgeasr.demo.release import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EdgeAsrError, match=r"^usage: .* OUT_DIR .* --record-cer MODEL_DIR"):
+        main(argv)
+    assert not any(tmp_path.iterdir())

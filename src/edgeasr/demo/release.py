@@ -109,8 +109,9 @@ def main(argv: list) -> None:
     if len(argv) == 3 and argv[0] == "--record-cer":
         record_cer(Path(argv[1]), Path(argv[2]))
         return
-    if not argv:
-        raise EdgeAsrError("usage: python -m edgeasr.demo.release OUT_DIR [overrides...]")
+    if not argv or argv[0].startswith("-"):  # an option here is no output directory (--help would train into ./--help)
+        raise EdgeAsrError("usage: python -m edgeasr.demo.release OUT_DIR [overrides...]"
+                           " | --record-cer MODEL_DIR metrics/torch.json")
     release(Path(argv[0]), argv[1:])
 
 
