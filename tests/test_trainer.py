@@ -20,20 +20,25 @@ from edgeasr.model import load_model
 ARCH = "conformer_nopos_conv2d8_relu_causal_bn"
 
 
-def config(full_context_prob: float, max_chunk: int = 25) -> TrainConfig:
+def config(full_context_prob: float, max_chunk: int = 25, min_chunk: int = 1) -> TrainConfig:
     return TrainConfig(seed=0, time_budget_s=1, max_epochs=1, batch_frames=1000, peak_lr=1e-3, warmup_steps=1,
                        grad_clip=5.0, threads=1, spec_aug=False, bf16=True, full_context_prob=full_context_prob,
-                       max_chunk=max_chunk, decoder_only_share=0.0, frozen_norm_share=0.0, init_from=None,
-                       embed_unit_scale=False)
+                       min_chunk=min_chunk, max_chunk=max_chunk, decoder_only_share=0.0, frozen_norm_share=0.0,
+                       init_from=None, embed_unit_scale=False)
 
 
-@pytest.mark.parametrize("prob,max_chunk", [(0.0, 25), (0.2, 25), (0.5, 12)])
-def test_training_chunk_shares(prob, max_chunk):
+@pytest.mark.parametrize("prob,min_chunk,max_chunk", [(0.0, 1, 25), (0.2, 1, 25), (0.5, 1, 12), (0.1, 8, 16)])
+def test_training_chunk_shares(prob, min_chunk, max_chunk):
     rng = random.Random(0)
-    draws = [training_chunk(config(prob, max_chunk), rng) for _ in range(4000)]
+    draws = [training_chunk(config(prob, max_chunk, min_chunk), rng) for _ in range(4000)]
     full = sum(d == -1 for d in draws) / len(draws)
     assert abs(full - prob) < 0.03
-    assert {d for d in draws if d != -1} == set(range(1, max_chunk + 1))
+    assert {d for d in draws if d != -1} == set(range(min_chunk, max_chunk + 1))
+
+
+def test_min_chunk_above_max_chunk_is_refused():
+    with pytest.raises(EdgeAsrError, match=r"model.train.min_chunk=17: must not exceed model.train.max_chunk=16"):
+        config(0.1, max_chunk=16, min_chunk=17)
 
 
 def batch(seed: int = 0):

@@ -57,7 +57,8 @@ class TrainConfig:
     threads: int  # intra-op threads; 1 is the robust default on a shared 2-core machine
     spec_aug: bool
     bf16: bool  # bf16 autocast when the CPU has native bf16 (avx512_bf16 / AMX); float32 elsewhere
-    full_context_prob: float  # share of batches with full attention; the rest get a chunk in [1, max_chunk]
+    full_context_prob: float  # share of batches with full attention; the rest get a chunk in [min_chunk, max_chunk]
+    min_chunk: int  # smallest training chunk in encoder frames (WeNet's dynamic chunk: 1)
     max_chunk: int  # largest training chunk in encoder frames (WeNet's dynamic chunk: 25)
     decoder_only_share: float  # last share of the budget that trains only the decoder (0 = hybrid loss)
     frozen_norm_share: float  # share before the decoder phase: CTC with BatchNorm statistics frozen
@@ -65,11 +66,17 @@ class TrainConfig:
     # a dense model's FFNs seed every expert of an MoE architecture (upcycled_state)
     embed_unit_scale: bool  # from scratch: embedded frames start at unit scale under abs_pos / rel_pos too
 
+    def __post_init__(self) -> None:
+        if self.min_chunk > self.max_chunk:
+            raise EdgeAsrError(f"model.train.min_chunk={self.min_chunk}: must not exceed "
+                               f"model.train.max_chunk={self.max_chunk}")
+
 
 def training_chunk(cfg: TrainConfig, rng: random.Random) -> int:
     """This batch's attention chunk in encoder frames (-1 = full context). WeNet's own sampling gives
-    full context to about half of the batches and a chunk of 1..25 frames to the others."""
-    return -1 if rng.random() < cfg.full_context_prob else rng.randint(1, cfg.max_chunk)
+    full context to about half of the batches and a chunk of 1..25 frames to the others; min_chunk > 1
+    spends the streamed batches on the chunks a recipe streams at."""
+    return -1 if rng.random() < cfg.full_context_prob else rng.randint(cfg.min_chunk, cfg.max_chunk)
 
 
 def bf16_usable(threads: int) -> bool:
