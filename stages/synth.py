@@ -3,8 +3,8 @@ when the pipeline trains (model.train.enabled), else only what is evaluated, cal
 
 
 from edgeasr.cli import fresh_dir, run_stage
-from edgeasr.demo.corpus import SPLITS, CorpusConfig, build_corpus
-from edgeasr.params import dataclass_from, load_stage_params
+from edgeasr.demo.corpus import SPLITS, build_corpus, corpus_config
+from edgeasr.params import load_stage_params
 from edgeasr.paths import DEMO_CORPUS
 
 OUT = DEMO_CORPUS  # a fixed output: with data=lists nothing is written elsewhere
@@ -16,7 +16,7 @@ def main(argv: list) -> None:
     if not params.data.synth.enabled:
         (out / "README.txt").write_text(f"Nothing synthesized: data={params.data.name} uses its own lists.\n")
         return
-    cfg = dataclass_from(CorpusConfig, params.data.synth, "data.synth", ("enabled",))
+    cfg = corpus_config(params.data.synth)
     # Each utterance is seeded by (seed, split, index): the other splits are the same bytes either way.
     splits = SPLITS if params.model.train.enabled else tuple(s for s in SPLITS if s != "train")
     print(build_corpus(cfg, out, splits))

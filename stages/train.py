@@ -4,15 +4,15 @@ the tiny and x3_110m presets); otherwise nothing: the shipped models/<name> or y
 from pathlib import Path
 
 from edgeasr.cli import fresh_dir, run_stage, write_json
-from edgeasr.demo.trainer import TRAIN_SECTION_EXTRAS, TrainConfig, train
-from edgeasr.params import dataclass_from, load_stage_params, to_dict
+from edgeasr.demo.trainer import train, train_config
+from edgeasr.params import load_stage_params, to_dict
 from edgeasr.paths import TRAIN_METRICS, TRAINED_MODEL
 
 
 def main(argv: list) -> None:
     params = load_stage_params("train", argv)
     t = params.model.train
-    cfg = dataclass_from(TrainConfig, t, "model.train", TRAIN_SECTION_EXTRAS) if t.enabled else None
+    cfg = train_config(t) if t.enabled else None
     fresh_dir(TRAINED_MODEL)
     if cfg is None:
         (TRAINED_MODEL / "README.txt").write_text(f"Nothing trained: model={params.model.name} is read from model.dir.\n")

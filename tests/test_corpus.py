@@ -12,11 +12,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import run_group
-from edgeasr.demo.corpus import SPLITS, CorpusConfig, build_corpus, plan_corpus
+from edgeasr.demo.corpus import SPLITS, CorpusConfig, build_corpus, corpus_config, plan_corpus
 from edgeasr.demo.tts import Speaker, Voice
-from edgeasr.params import compose, dataclass_from
+from edgeasr.params import compose
 
-DEFAULT = dataclass_from(CorpusConfig, OmegaConf.load("conf/data/demo.yaml").synth, "data.synth", ("enabled",))
+DEFAULT = corpus_config(OmegaConf.load("conf/data/demo.yaml").synth)
 
 
 def small(num_train: int) -> CorpusConfig:

@@ -56,8 +56,8 @@ MANDATORY = {"model=wenet": ["model.dir=/m"],
 def test_every_option_composes_and_every_stage_accepts_it(tmp_path, option):
     """Each file under conf/<group>/ composes, every dvc.yaml stage loads its declared keys under it
     (values inside their rules), and the sections read as dataclasses have no unknown or missing key."""
-    from edgeasr.demo.corpus import CorpusConfig
-    from edgeasr.demo.trainer import TRAIN_SECTION_EXTRAS, TrainConfig
+    from edgeasr.demo.corpus import corpus_config
+    from edgeasr.demo.trainer import train_config
 
     shutil.copy(ROOT / "dvc.yaml", tmp_path)
     compose(tmp_path / "params.yaml", [option, *MANDATORY.get(option, [])], ROOT / "conf")
@@ -65,9 +65,9 @@ def test_every_option_composes_and_every_stage_accepts_it(tmp_path, option):
         load_stage_params(stage, [], tmp_path)
     params = OmegaConf.load(tmp_path / "params.yaml")
     if "architecture" in params.model.train:  # a trainable recipe (model=wenet only deploys)
-        dataclass_from(TrainConfig, params.model.train, "model.train", TRAIN_SECTION_EXTRAS)
+        train_config(params.model.train)
     if params.data.synth.enabled:
-        dataclass_from(CorpusConfig, params.data.synth, "data.synth", ("enabled",))
+        corpus_config(params.data.synth)
 
 
 def test_no_reserved_top_level_names():

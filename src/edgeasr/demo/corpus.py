@@ -14,7 +14,7 @@ import random
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import soundfile
@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ..errors import EdgeAsrError
 from ..frontend.audio import SAMPLE_RATE, resample
 from ..frontend.datalist import Utterance, write_data_list
+from ..params import dataclass_from
 from .grammar import sample_sentence
 from .tts import Speaker, Voice, voice_variants
 
@@ -52,6 +53,11 @@ class CorpusConfig:
                 raise EdgeAsrError(f"data.synth.{name}: must be > 0, got {getattr(self, name)}")
         if not 0.0 <= self.noise_fraction <= 1.0:
             raise EdgeAsrError(f"data.synth.noise_fraction: must be in [0, 1], got {self.noise_fraction}")
+
+
+def corpus_config(section: Any) -> CorpusConfig:
+    """The CorpusConfig of params' `data.synth` section (its `enabled` is the synth stage's switch)."""
+    return dataclass_from(CorpusConfig, section, "data.synth", ("enabled",))
 
 
 def draw_unique(rng: random.Random, count: int, exclude: Set[str], what: str) -> List[str]:

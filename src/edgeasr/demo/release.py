@@ -29,9 +29,9 @@ from omegaconf import OmegaConf
 from ..cli import run_stage
 from ..errors import EdgeAsrError
 from ..paths import RELEASE_CORPORA
-from ..params import compose, dataclass_from, to_dict
-from .corpus import CorpusConfig, build_corpus
-from .trainer import TRAIN_SECTION_EXTRAS, TrainConfig, train
+from ..params import compose, to_dict
+from .corpus import build_corpus, corpus_config
+from .trainer import train, train_config
 
 PROVENANCE = "provenance.json"
 
@@ -55,7 +55,7 @@ def training_corpus(data: Any) -> Tuple[Path, Path]:
     synthesized corpus on first use."""
     if not data.synth.enabled:
         return Path(data.train_list), Path(data.units)
-    cfg = dataclass_from(CorpusConfig, data.synth, "data.synth", ("enabled",))
+    cfg = corpus_config(data.synth)
     root = RELEASE_CORPORA / f"seed{cfg.seed}_train{cfg.num_train}"
     if not (root / "train" / "data.list").is_file():
         build_corpus(cfg, root, splits=("train",))
@@ -86,7 +86,7 @@ def release(out_dir: Path, overrides: Sequence[str]) -> Dict[str, Any]:
         init_record = Path(init_from) / PROVENANCE
         record["init_from"] = {"dir": init_from,
                                "provenance": json.loads(init_record.read_text()) if init_record.is_file() else None}
-    report = train(to_dict(params.model.train.architecture), dataclass_from(TrainConfig, params.model.train, "model.train", TRAIN_SECTION_EXTRAS),
+    report = train(to_dict(params.model.train.architecture), train_config(params.model.train),
                    train_list, units, out_dir)
     record["training"] = report
     (out_dir / PROVENANCE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")

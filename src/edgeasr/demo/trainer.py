@@ -40,6 +40,7 @@ from ..model import ModelSpec, build_model, load_model
 from ..model.asr_model import IGNORE_ID
 from ..model.ffn import moe_layers
 from ..model.subsampling import SUBSAMPLING_CLASSES, min_input_frames
+from ..params import dataclass_from
 
 
 TRAIN_SECTION_EXTRAS = ("enabled", "architecture")  # model.train keys that are not TrainConfig fields
@@ -70,6 +71,11 @@ class TrainConfig:
         if self.min_chunk > self.max_chunk:
             raise EdgeAsrError(f"model.train.min_chunk={self.min_chunk}: must not exceed "
                                f"model.train.max_chunk={self.max_chunk}")
+
+
+def train_config(section: Any) -> TrainConfig:
+    """The TrainConfig of params' `model.train` section (its other keys are TRAIN_SECTION_EXTRAS)."""
+    return dataclass_from(TrainConfig, section, "model.train", TRAIN_SECTION_EXTRAS)
 
 
 def training_chunk(cfg: TrainConfig, rng: random.Random) -> int:
