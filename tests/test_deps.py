@@ -3,8 +3,11 @@ a stage script runs (its import closure, lazy imports included) is covered by a 
 file, or a folder above it), so editing it reruns the stage."""
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
-from typing import Dict, Set
+from typing import Any, Dict, List, Set
 
 import pytest
 import yaml
@@ -114,3 +117,37 @@ def test_the_closure_follows_relative_and_lazy_imports():
 def test_modules_left_out_exist():
     for rel in CANNOT_CHANGE_OUTPUTS:
         assert (ROOT / rel).is_file(), rel
+
+
+def stale_lock_entries(status: Dict[str, Any]) -> List[str]:
+    """What `dvc status --json` reports as changed since dvc.lock among what a checkout holds: code
+    deps and committed metrics ('modified'), params (a dict under params.yaml). Data and exp outputs
+    are absent from a checkout ('deleted', 'not in cache') and do not count."""
+    stale = []
+    for stage, entries in status.items():
+        for entry in entries:
+            for kind, changes in (entry.items() if isinstance(entry, dict) else ()):
+                for path, state in changes.items():
+                    if isinstance(state, dict):
+                        stale += [f"{stage}: {path} {key} {value}" for key, value in state.items()]
+                    elif state == "modified":
+                        stale.append(f"{stage}: {path} {state} ({kind})")
+    return stale
+
+
+def test_dvc_lock_matches_the_committed_code_params_and_metrics():
+    """A change to a stage's code, params or metrics lands with the dvc.lock a `dvc repro` wrote for it
+    (6640c9f edited trainer.py and the lock kept its old hash until a fresh clone's repro noticed)."""
+    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=ROOT, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    stale = stale_lock_entries(json.loads(out))
+    assert not stale, "dvc.lock is out of date (run dvc repro from a fresh clone): " + "; ".join(stale[:5])
+
+
+def test_stale_lock_entries_reads_dvc_status():
+    status = {"synth": [{"changed deps": {"src/edgeasr/cli.py": "modified", "data/demo": "deleted"}},
+                        {"changed outs": {"data/demo": "not in cache", "metrics/train.json": "modified"}}],
+              "calibrate": [{"changed deps": {"params.yaml": {"calibrate": "modified"}}}], "summary": ["always changed"]}
+    assert stale_lock_entries(status) == ["synth: src/edgeasr/cli.py modified (changed deps)",
+                                          "synth: metrics/train.json modified (changed outs)",
+                                          "calibrate: params.yaml calibrate modified"]
