@@ -169,14 +169,32 @@ def test_emission_delay_pairs_tokens_of_utterances_decoded_alike():
 def test_cer_by_chunk_counts_errors_and_a_whole_utterance_chunk_is_full_context(setup):
     """The references are what the model decodes at chunk 4 / 2 left, so that row scores 0; a chunk
     longer than every utterance (full history) decodes exactly as full context."""
-    from edgeasr.evaluate.by_chunk import chunk_rows, format_table
+    from edgeasr.evaluate.by_chunk import chunk_rows, decode_by_chunk, format_table
 
     model, prepared, id_to_token, _, _ = setup
-    rows = chunk_rows(TorchBackend(model), prepared, [4, 64, -1], 2, id_to_token)
+    frame_ms = TorchBackend(model).geometry.subsampling_rate * 10
+    rows = chunk_rows(*decode_by_chunk(TorchBackend(model), prepared, [4, 64, -1], 2, id_to_token), [4, 64, -1], frame_ms)
     by_chunk = {r["chunk"]: r for r in rows}
     assert by_chunk[4]["cer"] == 0.0 and by_chunk[4]["chunk_ms"] == 4 * 8 * 10
     assert by_chunk[64]["cer"] == by_chunk["full"]["cer"] and by_chunk["full"]["chunk_ms"] is None
     assert by_chunk[64]["delay_ms"] == by_chunk["full"]["delay_ms"] == 0.0
     assert len(format_table(rows).splitlines()) == 1 + len(rows)
-    silent = chunk_rows(Silent(model), prepared, [4], 2, id_to_token)[0]  # every reference token deleted
+    silent = chunk_rows(*decode_by_chunk(Silent(model), prepared, [4], 2, id_to_token), [4], frame_ms)[0]  # all deleted
     assert (silent["cer"], silent["sub"], silent["del"], silent["ins"]) == (100.0, 0.0, 100.0, 0.0)
+
+
+def test_errors_by_position_counts_each_emitted_token_at_its_frame_inside_the_chunk():
+    """Chunk 5, reference [2, 3, 4, 5]: the hypothesis 2 3 9 5 7 substitutes 9 for 4 (emitted at frame
+    6, position 1) and appends 7 (frame 9, position 4); a repeated argmax counts once, at its first frame."""
+    from edgeasr.evaluate.by_chunk import errors_by_position, format_positions, hypothesis_labels
+
+    streamed = one_hot_log_probs([2, 2, 0, 3, 0, 0, 9, 0, 5, 7], vocab=10)
+    rows = errors_by_position([streamed], [[2, 3, 4, 5]], chunk=5)
+    assert [(r["emitted"], r["substitutions"], r["insertions"]) for r in rows] == [
+        (1, 0, 0), (1, 1, 0), (0, 0, 0), (2, 0, 0), (1, 0, 1)]
+    assert [r["error_pct"] for r in rows] == [0.0, 100.0, None, 0.0, 100.0]
+    assert hypothesis_labels([2, 3, 4, 5], [2, 3, 9, 5, 7]) == ["correct", "correct", "substitution", "correct", "insertion"]
+    assert hypothesis_labels([], [4]) == ["insertion"] and hypothesis_labels([4], []) == []
+    assert len(format_positions(rows, None, 40.0).splitlines()) == 1 + 5
+    beside = format_positions(rows, rows, 40.0).splitlines()
+    assert "full" in beside[0] and beside[2].split()[-2:] == ["1", "100.0"] and beside[3].split()[-1] == "-"
