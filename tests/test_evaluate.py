@@ -195,6 +195,11 @@ def test_errors_by_position_counts_each_emitted_token_at_its_frame_inside_the_ch
     assert [r["error_pct"] for r in rows] == [0.0, 100.0, None, 0.0, 100.0]
     assert hypothesis_labels([2, 3, 4, 5], [2, 3, 9, 5, 7]) == ["correct", "correct", "substitution", "correct", "insertion"]
     assert hypothesis_labels([], [4]) == ["insertion"] and hypothesis_labels([4], []) == []
-    assert len(format_positions(rows, None, 40.0).splitlines()) == 1 + 5
+    assert [r["wrong_in_first_chunk"] for r in rows] == [0, 0, 0, 0, 0]  # both errors after frame 4
+    in_chunk_8 = errors_by_position([streamed], [[2, 3, 4, 5]], chunk=8)  # the substitution (frame 6) is in the first
+    assert [r["wrong_in_first_chunk"] for r in in_chunk_8] == [0, 0, 0, 0, 0, 0, 1, 0]
+    assert in_chunk_8[1]["insertions"] == 1  # frame 9: second chunk
+    table = format_positions(rows, None, 40.0).splitlines()
+    assert len(table) == 1 + 5 + 1 and table[-1] == "wrong tokens: 2, of them in an utterance's first chunk: 0"
     beside = format_positions(rows, rows, 40.0).splitlines()
     assert "full" in beside[0] and beside[2].split()[-2:] == ["1", "100.0"] and beside[3].split()[-1] == "-"

@@ -19,8 +19,8 @@ the words it has to guess instead.
 
 Positions (`--positions`): for each streamed chunk size, the tokens CTC greedy emits at each encoder
 frame inside a chunk (0 = its first) over all utterances, and the share of them that are
-substitutions or insertions against the reference (jiwer's alignment of the token ids, as the CER);
-with -1 among the chunks, beside it the full-context decode counted at the same positions (frame
+substitutions or insertions against the reference (jiwer's alignment of the token ids, as the CER),
+and how many of the wrong ones an utterance's first chunk emitted (`1st chunk`); with -1 among the chunks, beside it the full-context decode counted at the same positions (frame
 index modulo the chunk). A position wrong far more often streamed than at full context is where the
 chunking costs, not the audio.
 """
@@ -103,18 +103,21 @@ def errors_by_position(log_probs: Sequence[np.ndarray], references: Sequence[Seq
     """Where in a chunk streamed CTC greedy goes wrong: per encoder-frame position 0..chunk-1 inside
     the chunk, the tokens emitted there over all utterances (each at the first frame of its run,
     as `greedy_emissions`) and how many of them are substitutions or insertions against the
-    reference token ids. log_probs: per utterance (T', V), streamed at `chunk`."""
+    reference token ids, and how many of those wrong ones are in an utterance's first chunk.
+    log_probs: per utterance (T', V), streamed at `chunk`."""
     counts = {label: [0] * chunk for label in LABELS}
+    wrong_in_first_chunk = [0] * chunk
     for utterance_log_probs, reference in zip(log_probs, references):
         emitted = greedy_emissions(utterance_log_probs)
         for (_, frame), label in zip(emitted, hypothesis_labels(reference, [t for t, _ in emitted])):
             counts[label][frame % chunk] += 1
+            wrong_in_first_chunk[frame % chunk] += int(label != "correct" and frame < chunk)
     rows = []
     for position in range(chunk):
         emitted = sum(counts[label][position] for label in LABELS)
         wrong = counts["substitution"][position] + counts["insertion"][position]
         rows.append({"position": position, "emitted": emitted, "substitutions": counts["substitution"][position],
-                     "insertions": counts["insertion"][position],
+                     "insertions": counts["insertion"][position], "wrong_in_first_chunk": wrong_in_first_chunk[position],
                      "error_pct": round(100.0 * wrong / emitted, 1) if emitted else None})
     return rows
 
@@ -122,12 +125,15 @@ def errors_by_position(log_probs: Sequence[np.ndarray], references: Sequence[Seq
 def format_positions(streamed: Sequence[dict], full: Optional[Sequence[dict]], frame_ms: float) -> str:
     """The position table of a streamed chunk size, beside the full-context decode's counted at the
     same frame positions (frame index modulo the chunk) where there is one."""
-    header = f"{'frame':>6} {'ms in':>6} {'emitted':>8} {'sub':>5} {'ins':>5} {'wrong %':>8}"
+    header = f"{'frame':>6} {'ms in':>6} {'emitted':>8} {'sub':>5} {'ins':>5} {'wrong %':>8} {'1st chunk':>10}"
     lines = [header + ("   full: emitted  wrong %" if full else "")]
     for i, r in enumerate(streamed):
         line = (f"{r['position']:>6} {r['position'] * frame_ms:>6.0f} {r['emitted']:>8} {r['substitutions']:>5} "
-                f"{r['insertions']:>5} {_pct(r['error_pct']):>8}")
+                f"{r['insertions']:>5} {_pct(r['error_pct']):>8} {r['wrong_in_first_chunk']:>10}")
         lines.append(line + (f" {full[i]['emitted']:>15} {_pct(full[i]['error_pct']):>8}" if full else ""))
+    wrong = sum(r["substitutions"] + r["insertions"] for r in streamed)
+    lines.append(f"wrong tokens: {wrong}, of them in an utterance's first chunk: "
+                 f"{sum(r['wrong_in_first_chunk'] for r in streamed)}")
     return "\n".join(lines)
 
 
