@@ -15,6 +15,7 @@ from edgeasr.evaluate.artifacts import score_backend
 from edgeasr.evaluate.reference import decode_reference_set, read_reference, write_info
 from edgeasr.frontend.datalist import Utterance
 from edgeasr.frontend.dataset import PreparedUtterance
+from edgeasr.frontend.fbank import FRAME_SHIFT_MS
 
 ARCH = "conformer_nopos_conv2d8_relu_causal_bn"
 OPTS = DecodeOptions(4, 2, beam_size=3, modes=("ctc_greedy", "ctc_prefix_beam"))
@@ -172,7 +173,7 @@ def test_cer_by_chunk_counts_errors_and_a_whole_utterance_chunk_is_full_context(
     from edgeasr.evaluate.by_chunk import chunk_rows, decode_by_chunk, format_table
 
     model, prepared, id_to_token, _, _ = setup
-    frame_ms = TorchBackend(model).geometry.subsampling_rate * 10
+    frame_ms = TorchBackend(model).geometry.subsampling_rate * FRAME_SHIFT_MS
     rows = chunk_rows(*decode_by_chunk(TorchBackend(model), prepared, [4, 64, -1], 2, id_to_token), [4, 64, -1], frame_ms)
     by_chunk = {r["chunk"]: r for r in rows}
     assert by_chunk[4]["cer"] == 0.0 and by_chunk[4]["chunk_ms"] == 4 * 8 * 10

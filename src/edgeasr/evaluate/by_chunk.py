@@ -20,9 +20,10 @@ the words it has to guess instead.
 Positions (`--positions`): for each streamed chunk size, the tokens CTC greedy emits at each encoder
 frame inside a chunk (0 = its first) over all utterances, and the share of them that are
 substitutions or insertions against the reference (jiwer's alignment of the token ids, as the CER),
-and how many of the wrong ones an utterance's first chunk emitted (`1st chunk`); with -1 among the chunks, beside it the full-context decode counted at the same positions (frame
-index modulo the chunk). A position wrong far more often streamed than at full context is where the
-chunking costs, not the audio.
+and how many of the wrong ones an utterance's first chunk emitted (`1st chunk`); with -1 among the
+chunks, beside it the full-context decode counted at the same positions (frame index modulo the
+chunk). A position wrong far more often streamed than at full context is where the chunking costs,
+not the audio.
 """
 
 import argparse
@@ -171,8 +172,10 @@ def main(argv: list) -> None:
     result, log_probs = decode_by_chunk(backend, prepared, chunks, args.left, id_to_token(symbols))
     frame_ms = backend.geometry.subsampling_rate * FRAME_SHIFT_MS
     print(format_table(chunk_rows(result, log_probs, chunks, frame_ms)))
+    if not args.positions:
+        return
     references = [tokenize(p.utt.txt, symbols) for p in prepared]
-    for chunk in (c for c in chunks if c > 0 and args.positions):
+    for chunk in (c for c in chunks if c > 0):
         print(f"\nchunk {chunk}: tokens emitted at each frame of a chunk, and how many are wrong")
         full = errors_by_position(log_probs["full"], references, chunk) if "full" in log_probs else None
         print(format_positions(errors_by_position(log_probs[context_name(chunk)], references, chunk), full, frame_ms))
