@@ -13,7 +13,8 @@ import soundfile
 import torch
 from conftest import ARCHITECTURES, VOCAB, make_model, run_group, train_yaml, write_model_dir
 
-from edgeasr.demo.trainer import TrainConfig, enter_phase, phase_plan, train, train_step, training_chunk
+from edgeasr.demo.trainer import (TrainConfig, collate, enter_phase, phase_loss, phase_plan, train, train_step,
+                                  training_chunk)
 from edgeasr.errors import EdgeAsrError
 from edgeasr.model import load_model
 
@@ -23,7 +24,8 @@ ARCH = "conformer_nopos_conv2d8_relu_causal_bn"
 def config(full_context_prob: float, max_chunk: int = 25, min_chunk: int = 1) -> TrainConfig:
     return TrainConfig(seed=0, time_budget_s=1, max_epochs=1, batch_frames=1000, peak_lr=1e-3, warmup_steps=1,
                        grad_clip=5.0, threads=1, spec_aug=False, bf16=True, full_context_prob=full_context_prob,
-                       min_chunk=min_chunk, max_chunk=max_chunk, decoder_only_share=0.0, frozen_norm_share=0.0,
+                       min_chunk=min_chunk, max_chunk=max_chunk, late_emission_bonus=0.0, max_leading_silence_ms=0.0,
+                       decoder_only_share=0.0, frozen_norm_share=0.0,
                        init_from=None, embed_unit_scale=False)
 
 
@@ -88,6 +90,30 @@ def test_a_non_finite_step_is_skipped_without_touching_the_weights():
     loss = train_step(model, optimizer, batch(), -1, False, 5.0)
     assert loss is not None and loss > 0
     assert not torch.equal(before["ctc.ctc_lo.weight"], model.state_dict()["ctc.ctc_lo.weight"])
+
+
+def test_ctc_phase_loss_is_wenets_ctc_at_zero_bonus_and_lower_with_one():
+    """late_ctc at bonus 0 gives the model's own CTC loss; a bonus adds to every alignment's score."""
+    model = make_model(ARCH, feat_dim=20)
+    model.eval()
+    with torch.no_grad():
+        wenet = phase_loss(model, batch(), 4, "ctc")
+        same = phase_loss(model, batch(), 4, "ctc", late_bonus=1e-9)
+        bonus = phase_loss(model, batch(), 4, "ctc", late_bonus=0.1)
+    assert abs(same.item() - wenet.item()) < 1e-3 * wenet.item() and bonus.item() < wenet.item()
+
+
+def test_leading_silence_prepends_the_quietest_frame():
+    feats = [np.array([[3.0, 3.0], [-5.0, -4.0], [1.0, 0.0]], dtype=np.float32)]
+    rng = random.Random(0)
+    lengths = set()
+    for _ in range(50):
+        xs, xlens, _, _ = collate(feats, [[1]], [0], False, rng, max_silence_frames=4)
+        k = int(xlens[0]) - 3
+        lengths.add(k)
+        assert torch.equal(xs[0, :k], torch.tensor([[-5.0, -4.0]]).expand(k, 2))
+        assert torch.equal(xs[0, k:], torch.from_numpy(feats[0]))
+    assert lengths == {0, 1, 2, 3, 4}
 
 
 def test_chunk_size_sets_the_attention_mask():

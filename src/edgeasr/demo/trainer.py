@@ -34,13 +34,14 @@ from ..errors import EdgeAsrError
 from ..frontend import load_cmvn, read_symbol_table
 from ..frontend.cmvn import cmvn_stats_json
 from ..frontend.dataset import load_utterances
-from ..frontend.fbank import wenet_dataset_conf
+from ..frontend.fbank import FRAME_SHIFT_MS, wenet_dataset_conf
 from ..frontend.tokens import tokenize
 from ..model import ModelSpec, build_model, load_model
 from ..model.asr_model import IGNORE_ID
 from ..model.ffn import moe_layers
 from ..model.subsampling import SUBSAMPLING_CLASSES, min_input_frames
 from ..params import dataclass_from
+from .late_ctc import late_ctc_loss
 
 
 TRAIN_SECTION_EXTRAS = ("enabled", "architecture")  # model.train keys that are not TrainConfig fields
@@ -61,6 +62,8 @@ class TrainConfig:
     full_context_prob: float  # share of batches with full attention; the rest get a chunk in [min_chunk, max_chunk]
     min_chunk: int  # smallest training chunk in encoder frames (WeNet's dynamic chunk: 1)
     max_chunk: int  # largest training chunk in encoder frames (WeNet's dynamic chunk: 25)
+    late_emission_bonus: float  # nats per encoder frame for each CTC token onset (late_ctc); 0 = WeNet's CTC
+    max_leading_silence_ms: float  # each utterance gets 0..this much silence prepended (0 = none)
     decoder_only_share: float  # last share of the budget that trains only the decoder (0 = hybrid loss)
     frozen_norm_share: float  # share before the decoder phase: CTC with BatchNorm statistics frozen
     init_from: Optional[str]  # a model directory whose weights and CMVN start training (None: random);
@@ -126,10 +129,22 @@ def spec_augment(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
     return x
 
 
+def with_leading_silence(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """(T, F) -> (frames + T, F): the utterance's quietest frame (lowest summed log energy) repeated
+    `frames` times before it."""
+    quietest = x[int(torch.argmin(x.sum(dim=1)))]
+    return torch.cat((quietest.expand(frames, -1), x))
+
+
 def collate(
-    feats: List[np.ndarray], labels: List[List[int]], idx: List[int], aug: bool, rng: random.Random
+    feats: List[np.ndarray], labels: List[List[int]], idx: List[int], aug: bool, rng: random.Random,
+    max_silence_frames: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The padded batch (xs, xlens, ys, ylens) of utterances `idx`; SpecAugment when `aug`, and
+    0..max_silence_frames frames of leading silence on each utterance."""
     xs = [torch.from_numpy(feats[i]) for i in idx]
+    if max_silence_frames > 0:
+        xs = [with_leading_silence(x, rng.randint(0, max_silence_frames)) for x in xs]
     if aug:
         xs = [spec_augment(x, rng) for x in xs]
     ys = [torch.tensor(labels[i], dtype=torch.long) for i in idx]
@@ -144,29 +159,35 @@ def collate(
 PHASES = ("hybrid", "ctc", "ctc_frozen_norm", "decoder")  # what a step trains (see the module docstring)
 
 
-def phase_loss(model: torch.nn.Module, batch: Tuple[torch.Tensor, ...], chunk_size: int, phase: str) -> torch.Tensor:
-    """The loss of one batch in `phase`: WeNet's hybrid loss, CTC alone, or the attention decoder's
-    loss on the encoder output computed without gradient."""
+def phase_loss(model: torch.nn.Module, batch: Tuple[torch.Tensor, ...], chunk_size: int, phase: str,
+               late_bonus: float = 0.0) -> torch.Tensor:
+    """The loss of one batch in `phase`: WeNet's hybrid loss, CTC alone (late_ctc's with
+    `late_bonus` > 0), or the attention decoder's loss on the encoder output computed without gradient."""
     if phase == "hybrid":
         return model(*batch, chunk_size)["loss"]
     xs, xlens, ys, ylens = batch
     if phase in ("ctc", "ctc_frozen_norm"):
         encoder_out, encoder_mask = model.encoder(xs, xlens, chunk_size)
-        return model.ctc(encoder_out, encoder_mask.squeeze(1).sum(1), ys, ylens)
+        hlens = encoder_mask.squeeze(1).sum(1)
+        if late_bonus <= 0:
+            return model.ctc(encoder_out, hlens, ys, ylens)
+        log_probs = torch.nn.functional.log_softmax(model.ctc.ctc_lo(encoder_out).float(), dim=2)
+        return late_ctc_loss(log_probs, hlens, ys, ylens, late_bonus) / xs.size(0)
     with torch.no_grad():
         encoder_out, encoder_mask = model.encoder(xs, xlens, chunk_size)
     return model.attention_loss(encoder_out, encoder_mask, ys, ylens)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Tuple[torch.Tensor, ...],
-               chunk_size: int, bf16: bool, grad_clip: float, phase: str = "hybrid") -> Optional[float]:
+               chunk_size: int, bf16: bool, grad_clip: float, phase: str = "hybrid",
+               late_bonus: float = 0.0) -> Optional[float]:
     """One update; None (and no update) when the loss or the gradient norm is not finite.
 
     NOTE: oneDNN's bf16 kernels (torch 2.13, this CPU) now and then return NaN for a batch, more
     often at two threads and in a process whose memory was used before; one NaN step would poison
     every weight through Adam. WeNet's trainer skips non-finite gradient norms the same way."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = phase_loss(model, batch, chunk_size, phase)
+        loss = phase_loss(model, batch, chunk_size, phase, late_bonus)
     if not torch.isfinite(loss):
         return None
     optimizer.zero_grad()
@@ -305,6 +326,7 @@ def run_phases(model: torch.nn.Module, cfg: TrainConfig, feats: List[np.ndarray]
     losses: List[float] = []
     model.train()
     use_bf16 = cfg.bf16 and bf16_usable(cfg.threads)
+    silence_frames = int(cfg.max_leading_silence_ms / FRAME_SHIFT_MS)
     phase_steps: Dict[str, int] = {}
     bar = tqdm(total=int(cfg.time_budget_s), desc="train", unit="s")
     for phase, budget in phase_plan(cfg, model.decoder is not None):
@@ -317,9 +339,10 @@ def run_phases(model: torch.nn.Module, cfg: TrainConfig, feats: List[np.ndarray]
                     break
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(cfg, phase_step, elapsed / budget)
-                xs, xlens, ys, ylens = collate(feats, labels, [keep[i] for i in batch], cfg.spec_aug, rng)
+                xs, xlens, ys, ylens = collate(feats, labels, [keep[i] for i in batch], cfg.spec_aug, rng,
+                                               silence_frames)
                 loss = train_step(model, optimizer, (xs, xlens, ys, ylens), training_chunk(cfg, rng), use_bf16,
-                                  cfg.grad_clip, phase)
+                                  cfg.grad_clip, phase, cfg.late_emission_bonus)
                 if loss is None:
                     skipped += 1
                     continue
