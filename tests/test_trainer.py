@@ -136,6 +136,9 @@ def test_phase_plan_orders_and_sizes_the_phases():
     assert phase_plan(replace(cfg, decoder_only_share=0.1, frozen_norm_share=0.9), True) == [
         ("ctc_frozen_norm", 900), ("decoder", 100)]
     assert phase_plan(replace(cfg, decoder_only_share=0.1), False) == [("ctc", 1000)]  # no decoder to train
+    assert phase_plan(replace(cfg, late_emission_bonus=0.05), False) == [("ctc", 1000)]
+    with pytest.raises(EdgeAsrError, match=r"model.train.late_emission_bonus=0.05: applies to CTC-only training"):
+        phase_plan(replace(cfg, late_emission_bonus=0.05), True)  # the hybrid loss would ignore it
 
 
 def test_frozen_norm_phase_keeps_batch_norm_statistics():

@@ -222,6 +222,9 @@ def phase_plan(cfg: TrainConfig, has_decoder: bool) -> List[Tuple[str, float]]:
     decoder_s = cfg.time_budget_s * cfg.decoder_only_share if has_decoder else 0.0
     frozen_s = cfg.time_budget_s * cfg.frozen_norm_share
     first = "hybrid" if has_decoder and cfg.decoder_only_share <= 0 else "ctc"
+    if first == "hybrid" and cfg.late_emission_bonus > 0:  # the hybrid loss takes WeNet's CTC from the model
+        raise EdgeAsrError(f"model.train.late_emission_bonus={cfg.late_emission_bonus}: applies to CTC-only "
+                           "training; set model.train.decoder_only_share > 0")
     plan = [(first, cfg.time_budget_s - frozen_s - decoder_s), ("ctc_frozen_norm", frozen_s), ("decoder", decoder_s)]
     return [(phase, seconds) for phase, seconds in plan if seconds > 0] or [(first, 0.0)]
 
@@ -372,6 +375,7 @@ def train(
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
+    phase_plan(cfg, architecture.get("decoder") is not None)  # refuses a bad plan before minutes of features
     symbols = read_symbol_table(units)
     feats, texts = extract_features(train_list, architecture["encoder_conf"].get("input_layer", "conv2d"), symbols)
     labels = [tokenize(t, symbols) for t in texts]
