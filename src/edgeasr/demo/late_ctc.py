@@ -44,15 +44,16 @@ def late_ctc_loss(log_probs: torch.Tensor, hlens: torch.Tensor, ys_pad: torch.Te
     ext = extended_labels(ys_pad, ys_lens, blank)  # (B, S)
     states = ext.shape[1]
     emit = log_probs.gather(2, ext[:, None, :].expand(batch, frames, states))  # (B, T, S)
-    is_token = (torch.arange(states, device=ext.device) % 2 == 1)[None, :]  # odd states are tokens
+    state = torch.arange(states, device=ext.device)[None, :]
+    is_token = state % 2 == 1  # odd states are tokens, even ones blanks
     two_back = torch.nn.functional.pad(ext[:, :-2], (2, 0), value=blank)
-    skip_ok = is_token & (ext != two_back) & (torch.arange(states, device=ext.device) >= 3)  # y_{k-1} != y_k
+    skip_ok = is_token & (ext != two_back) & (state >= 3)  # blank skipped between different tokens
+    onset_bonus = is_token.to(log_probs.dtype) * bonus  # (1, S): per frame of entering each state
     alpha = torch.full((batch, states), NEG_INF, dtype=log_probs.dtype, device=log_probs.device)
     alpha[:, :2] = emit[:, 0, :2]
     for t in range(1, frames):
-        onset = torch.where(is_token, bonus * t, 0.0)  # entering a token at frame t
-        enter_from_prev = _shifted(alpha, 1) + onset
-        enter_by_skip = torch.where(skip_ok, _shifted(alpha, 2) + bonus * t, NEG_INF)
+        enter_from_prev = _shifted(alpha, 1) + onset_bonus * t  # a token entered from its blank at frame t
+        enter_by_skip = torch.where(skip_ok, _shifted(alpha, 2) + onset_bonus * t, NEG_INF)
         new = torch.logsumexp(torch.stack((alpha, enter_from_prev, enter_by_skip)), dim=0) + emit[:, t]
         alpha = torch.where((t < hlens)[:, None], new, alpha)
     last = alpha.gather(1, torch.stack((2 * ys_lens, (2 * ys_lens - 1).clamp(min=0)), dim=1))  # (B, 2)
