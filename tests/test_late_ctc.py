@@ -42,6 +42,14 @@ def test_the_bonus_counts_onsets_not_repeated_frames():
         assert abs(loss.item() - expected) < 1e-5, bonus
 
 
+def test_onsets_past_the_bound_earn_no_more():
+    """The same alignments bounded at frame 1: onsets 0, 0, 0, 1, 1, 1, so sum = (3 + 3e^b) / 8."""
+    log_probs = torch.full((1, 3, 2), math.log(0.5))
+    bonus = 0.7
+    loss = late_ctc_loss(log_probs, torch.tensor([3]), torch.tensor([[1]]), torch.tensor([1]), bonus, until_frame=1)
+    assert abs(loss.item() + math.log((3 + 3 * math.exp(bonus)) / 8)) < 1e-5
+
+
 def test_the_bonus_moves_the_gradient_toward_later_emission():
     """Where the same label may start anywhere, a bonus lowers the loss of late emission."""
     logits = torch.zeros(1, 10, 3, requires_grad=True)

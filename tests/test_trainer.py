@@ -24,7 +24,8 @@ ARCH = "conformer_nopos_conv2d8_relu_causal_bn"
 def config(full_context_prob: float, max_chunk: int = 25, min_chunk: int = 1) -> TrainConfig:
     return TrainConfig(seed=0, time_budget_s=1, max_epochs=1, batch_frames=1000, peak_lr=1e-3, warmup_steps=1,
                        grad_clip=5.0, threads=1, spec_aug=False, bf16=True, full_context_prob=full_context_prob,
-                       min_chunk=min_chunk, max_chunk=max_chunk, late_emission_bonus=0.0, max_leading_silence_ms=0.0,
+                       min_chunk=min_chunk, max_chunk=max_chunk, late_emission_bonus=0.0, late_emission_until_frame=0,
+                       max_leading_silence_ms=0.0,
                        decoder_only_share=0.0, frozen_norm_share=0.0,
                        init_from=None, embed_unit_scale=False)
 

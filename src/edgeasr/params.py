@@ -124,6 +124,7 @@ RULES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "model.train.min_chunk": _int_at_least(1),
     "model.train.max_chunk": _int_at_least(1),
     "model.train.late_emission_bonus": _number_in(0.0, 10.0),
+    "model.train.late_emission_until_frame": _int_at_least(0),
     "model.train.max_leading_silence_ms": _number_in(0.0, 60000.0),
     "model.train.decoder_only_share": ((lambda v: _is_number(v) and 0.0 <= v < 1.0), "a number in [0, 1)"),
     "model.train.frozen_norm_share": ((lambda v: _is_number(v) and 0.0 <= v <= 1.0), "a number in [0, 1]"),

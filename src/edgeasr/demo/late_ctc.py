@@ -3,8 +3,10 @@ on this corpus, of emitting an utterance's first tokens ahead of their audio.
 
 Plain CTC scores an alignment by its frame log-probabilities alone. Here every token onset (the
 frame an alignment enters a token, not the frames that repeat it) at encoder frame t adds
-`bonus * t`. Every alignment of a label sequence has the same number of onsets, so the bonus only
-ranks alignments by how late their tokens start: moving one token a frame later gains `bonus` nats.
+`bonus * min(t, until_frame)` (`until_frame` 0: `bonus * t`). Every alignment of a label sequence has
+the same number of onsets, so the bonus only ranks alignments by how late their tokens start: moving
+one token a frame later gains `bonus` nats, up to `until_frame`. A bound keeps the bonus to the first
+chunk's tokens; without one it rewards moving the whole sentence later (docs/training.md, run 10a).
 bonus = 0 is torch's CTCLoss (reduction "sum", zero_infinity) exactly; the model and its checkpoint
 are WeNet's either way.
 
@@ -34,8 +36,9 @@ def _shifted(alpha: torch.Tensor, by: int) -> torch.Tensor:
 
 
 def late_ctc_loss(log_probs: torch.Tensor, hlens: torch.Tensor, ys_pad: torch.Tensor, ys_lens: torch.Tensor,
-                  bonus: float, blank: int = 0) -> torch.Tensor:
-    """Summed over the batch: -log sum over alignments of exp(frame log-probs + bonus * onset frames).
+                  bonus: float, until_frame: int = 0, blank: int = 0) -> torch.Tensor:
+    """Summed over the batch: -log sum over alignments of exp(frame log-probs + bonus * onset frames),
+    each onset frame counted up to `until_frame` (0: no bound).
 
     log_probs: (B, T, V) log-softmax outputs; hlens: (B,) valid frames; ys_pad: (B, U) labels (any
     padding); ys_lens: (B,). Utterances with no alignment (too few frames) contribute 0, as
@@ -52,8 +55,9 @@ def late_ctc_loss(log_probs: torch.Tensor, hlens: torch.Tensor, ys_pad: torch.Te
     alpha = torch.full((batch, states), NEG_INF, dtype=log_probs.dtype, device=log_probs.device)
     alpha[:, :2] = emit[:, 0, :2]
     for t in range(1, frames):
-        enter_from_prev = _shifted(alpha, 1) + onset_bonus * t  # a token entered from its blank at frame t
-        enter_by_skip = torch.where(skip_ok, _shifted(alpha, 2) + onset_bonus * t, NEG_INF)
+        lateness = min(t, until_frame) if until_frame > 0 else t
+        enter_from_prev = _shifted(alpha, 1) + onset_bonus * lateness  # a token entered from its blank at frame t
+        enter_by_skip = torch.where(skip_ok, _shifted(alpha, 2) + onset_bonus * lateness, NEG_INF)
         new = torch.logsumexp(torch.stack((alpha, enter_from_prev, enter_by_skip)), dim=0) + emit[:, t]
         alpha = torch.where((t < hlens)[:, None], new, alpha)
     last = alpha.gather(1, torch.stack((2 * ys_lens, (2 * ys_lens - 1).clamp(min=0)), dim=1))  # (B, 2)

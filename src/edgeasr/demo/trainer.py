@@ -63,6 +63,7 @@ class TrainConfig:
     min_chunk: int  # smallest training chunk in encoder frames (WeNet's dynamic chunk: 1)
     max_chunk: int  # largest training chunk in encoder frames (WeNet's dynamic chunk: 25)
     late_emission_bonus: float  # nats per encoder frame for each CTC token onset (late_ctc); 0 = WeNet's CTC
+    late_emission_until_frame: int  # onsets after this encoder frame earn no more bonus (0 = no bound)
     max_leading_silence_ms: float  # each utterance gets 0..this much silence prepended (0 = none)
     decoder_only_share: float  # last share of the budget that trains only the decoder (0 = hybrid loss)
     frozen_norm_share: float  # share before the decoder phase: CTC with BatchNorm statistics frozen
@@ -160,9 +161,9 @@ PHASES = ("hybrid", "ctc", "ctc_frozen_norm", "decoder")  # what a step trains (
 
 
 def phase_loss(model: torch.nn.Module, batch: Tuple[torch.Tensor, ...], chunk_size: int, phase: str,
-               late_bonus: float = 0.0) -> torch.Tensor:
+               late_bonus: float = 0.0, late_until: int = 0) -> torch.Tensor:
     """The loss of one batch in `phase`: WeNet's hybrid loss, CTC alone (late_ctc's with
-    `late_bonus` > 0), or the attention decoder's loss on the encoder output computed without gradient."""
+    `late_bonus` > 0, bounded at frame `late_until`), or the attention decoder's loss on the encoder output computed without gradient."""
     if phase == "hybrid":
         return model(*batch, chunk_size)["loss"]
     xs, xlens, ys, ylens = batch
@@ -172,7 +173,7 @@ def phase_loss(model: torch.nn.Module, batch: Tuple[torch.Tensor, ...], chunk_si
         if late_bonus <= 0:
             return model.ctc(encoder_out, hlens, ys, ylens)
         log_probs = torch.nn.functional.log_softmax(model.ctc.ctc_lo(encoder_out).float(), dim=2)
-        return late_ctc_loss(log_probs, hlens, ys, ylens, late_bonus) / xs.size(0)
+        return late_ctc_loss(log_probs, hlens, ys, ylens, late_bonus, late_until) / xs.size(0)
     with torch.no_grad():
         encoder_out, encoder_mask = model.encoder(xs, xlens, chunk_size)
     return model.attention_loss(encoder_out, encoder_mask, ys, ylens)
@@ -180,14 +181,14 @@ def phase_loss(model: torch.nn.Module, batch: Tuple[torch.Tensor, ...], chunk_si
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Tuple[torch.Tensor, ...],
                chunk_size: int, bf16: bool, grad_clip: float, phase: str = "hybrid",
-               late_bonus: float = 0.0) -> Optional[float]:
+               late_bonus: float = 0.0, late_until: int = 0) -> Optional[float]:
     """One update; None (and no update) when the loss or the gradient norm is not finite.
 
     NOTE: oneDNN's bf16 kernels (torch 2.13, this CPU) now and then return NaN for a batch, more
     often at two threads and in a process whose memory was used before; one NaN step would poison
     every weight through Adam. WeNet's trainer skips non-finite gradient norms the same way."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = phase_loss(model, batch, chunk_size, phase, late_bonus)
+        loss = phase_loss(model, batch, chunk_size, phase, late_bonus, late_until)
     if not torch.isfinite(loss):
         return None
     optimizer.zero_grad()
@@ -345,7 +346,7 @@ def run_phases(model: torch.nn.Module, cfg: TrainConfig, feats: List[np.ndarray]
                 xs, xlens, ys, ylens = collate(feats, labels, [keep[i] for i in batch], cfg.spec_aug, rng,
                                                silence_frames)
                 loss = train_step(model, optimizer, (xs, xlens, ys, ylens), training_chunk(cfg, rng), use_bf16,
-                                  cfg.grad_clip, phase, cfg.late_emission_bonus)
+                                  cfg.grad_clip, phase, cfg.late_emission_bonus, cfg.late_emission_until_frame)
                 if loss is None:
                     skipped += 1
                     continue
