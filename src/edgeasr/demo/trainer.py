@@ -163,7 +163,8 @@ PHASES = ("hybrid", "ctc", "ctc_frozen_norm", "decoder")  # what a step trains (
 def phase_loss(model: torch.nn.Module, batch: Tuple[torch.Tensor, ...], chunk_size: int, phase: str,
                late_bonus: float = 0.0, late_until: int = 0) -> torch.Tensor:
     """The loss of one batch in `phase`: WeNet's hybrid loss, CTC alone (late_ctc's with
-    `late_bonus` > 0, bounded at frame `late_until`), or the attention decoder's loss on the encoder output computed without gradient."""
+    `late_bonus` > 0, bounded at frame `late_until`), or the attention decoder's loss on the encoder
+    output computed without gradient."""
     if phase == "hybrid":
         return model(*batch, chunk_size)["loss"]
     xs, xlens, ys, ylens = batch
