@@ -94,14 +94,17 @@ def test_a_non_finite_step_is_skipped_without_touching_the_weights():
 
 
 def test_ctc_phase_loss_is_wenets_ctc_at_zero_bonus_and_lower_with_one():
-    """late_ctc at bonus 0 gives the model's own CTC loss; a bonus adds to every alignment's score."""
+    """late_ctc at bonus 0 gives the model's own CTC loss; a bonus adds to every alignment's score,
+    and a bound at frame 1 adds less (but still some)."""
     model = make_model(ARCH, feat_dim=20)
     model.eval()
     with torch.no_grad():
         wenet = phase_loss(model, batch(), 4, "ctc")
         same = phase_loss(model, batch(), 4, "ctc", late_bonus=1e-9)
         bonus = phase_loss(model, batch(), 4, "ctc", late_bonus=0.1)
+        bounded = phase_loss(model, batch(), 4, "ctc", late_bonus=0.1, late_until=1)
     assert abs(same.item() - wenet.item()) < 1e-3 * wenet.item() and bonus.item() < wenet.item()
+    assert bonus.item() < bounded.item() < wenet.item()
 
 
 def test_leading_silence_prepends_the_quietest_frame():

@@ -55,9 +55,9 @@ def late_ctc_loss(log_probs: torch.Tensor, hlens: torch.Tensor, ys_pad: torch.Te
     alpha = torch.full((batch, states), NEG_INF, dtype=log_probs.dtype, device=log_probs.device)
     alpha[:, :2] = emit[:, 0, :2]
     for t in range(1, frames):
-        lateness = min(t, until_frame) if until_frame > 0 else t
-        enter_from_prev = _shifted(alpha, 1) + onset_bonus * lateness  # a token entered from its blank at frame t
-        enter_by_skip = torch.where(skip_ok, _shifted(alpha, 2) + onset_bonus * lateness, NEG_INF)
+        onset = onset_bonus * (min(t, until_frame) if until_frame > 0 else t)  # (1, S): entering a state at t
+        enter_from_prev = _shifted(alpha, 1) + onset  # a token entered from its blank at frame t
+        enter_by_skip = torch.where(skip_ok, _shifted(alpha, 2) + onset, NEG_INF)
         new = torch.logsumexp(torch.stack((alpha, enter_from_prev, enter_by_skip)), dim=0) + emit[:, t]
         alpha = torch.where((t < hlens)[:, None], new, alpha)
     last = alpha.gather(1, torch.stack((2 * ys_lens, (2 * ys_lens - 1).clamp(min=0)), dim=1))  # (B, 2)
